@@ -1,0 +1,5 @@
+"""``python -m edge`` runs the ``care-edge`` command line."""
+
+from edge.cli import main
+
+raise SystemExit(main())

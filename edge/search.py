@@ -1,0 +1,123 @@
+"""Query text -> ranked documents: clean, encode, search the index, fetch the documents."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+from edge.collection import Collection
+from edge.encoder import QueryEncoder
+from edge.errors import ArtifactError, BadInput
+from edge.text import clean_query
+
+K_MIN = 1
+K_MAX = 1000
+TIMING_KEYS = ("tokenize", "encode", "search", "fetch", "total")
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    key: int
+    id: str
+    score: float
+    text: str
+    meta: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "score": round(float(self.score), 6), "text": self.text, "meta": self.meta}
+
+
+@dataclass(frozen=True)
+class SearchResponse:
+    """``query``: the cleaned query that was searched. ``timings_ms``: keys TIMING_KEYS; in a batch, every response
+    carries the batch's stage times divided by the batch size. ``truncated``: the query exceeded max_tokens."""
+
+    query: str
+    results: list[SearchResult]
+    timings_ms: dict[str, float]
+    truncated: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "query": self.query,
+            "results": [result.to_json() for result in self.results],
+            "timings_ms": {key: round(value, 3) for key, value in self.timings_ms.items()},
+            "truncated": self.truncated,
+        }
+
+
+def check_k(k: object) -> int:
+    if isinstance(k, bool) or not isinstance(k, int) or not K_MIN <= k <= K_MAX:
+        raise BadInput(f"-k must be an integer from {K_MIN} to {K_MAX}, got {k!r}")
+    return k
+
+
+def alignment_problem(collection_manifest: Mapping[str, Any], encoder_manifest: Mapping[str, Any]) -> str | None:
+    """A one-line explanation when the query encoder was not aligned to the collection's document encoder."""
+    collection_id = collection_manifest["alignment_id"]
+    encoder_id = encoder_manifest["alignment"]["alignment_id"]
+    if collection_id == encoder_id:
+        return None
+    collection_doc_encoder = collection_manifest["document_encoder"].get("name", "?")
+    encoder_doc_encoder = encoder_manifest["alignment"].get("name", "?")
+    return (
+        f"query encoder '{encoder_manifest['name']}' (alignment_id {encoder_id}, aligned to {encoder_doc_encoder}) "
+        f"does not match collection '{collection_manifest['name']}' (alignment_id {collection_id}, built with "
+        f"{collection_doc_encoder}): pass --encoder DIR with the query encoder built for this collection, "
+        "or rebuild the collection with this encoder's document encoder"
+    )
+
+
+class Searcher:
+    """Binds a collection to a query encoder aligned to it. Safe to share between threads."""
+
+    def __init__(self, collection: Collection, encoder: QueryEncoder) -> None:
+        problem = alignment_problem(collection.manifest, encoder.manifest)
+        if problem:
+            raise ArtifactError(problem)
+        if collection.dims != encoder.dims:
+            raise ArtifactError(
+                f"collection '{collection.name}' has {collection.dims} dims but query encoder '{encoder.name}' "
+                f"produces {encoder.dims}: rebuild one of them"
+            )
+        self.collection = collection
+        self.encoder = encoder
+
+    def search(self, query: str, k: int = 10) -> SearchResponse:
+        return self.search_batch([query], k)[0]
+
+    def search_batch(self, queries: Sequence[str], k: int = 10) -> list[SearchResponse]:
+        """Search several queries with one encoder call and one index call; results keep the input order."""
+        check_k(k)
+        cleaned = [clean_query(query) for query in queries]
+        if not cleaned:
+            return []
+        started = time.perf_counter()
+        encoded = self.encoder.encode(cleaned)
+        searched_at = time.perf_counter()
+        hits = self.collection.search_vectors(encoded.vectors, k)
+        fetched_at = time.perf_counter()
+        # One store round trip for the whole batch: keys repeat across queries, and SQLite lookups dominate fetch.
+        all_keys = [int(key) for query_hits in hits for key in query_hits.keys]
+        documents = iter(self.collection.fetch(all_keys))
+        finished = time.perf_counter()
+
+        share = 1.0 / len(cleaned)
+        timings = {
+            "tokenize": encoded.tokenize_ms * share,
+            "encode": encoded.encode_ms * share,
+            "search": (fetched_at - searched_at) * 1e3 * share,
+            "fetch": (finished - fetched_at) * 1e3 * share,
+            "total": (finished - started) * 1e3 * share,
+        }
+        responses = []
+        for query, query_hits, truncated in zip(cleaned, hits, encoded.truncated):
+            results = []
+            for key, score in zip(query_hits.keys, query_hits.scores):
+                document = next(documents)
+                results.append(
+                    SearchResult(key=int(key), id=document.id, score=float(score), text=document.text, meta=document.meta)
+                )
+            responses.append(SearchResponse(query=query, results=results, timings_ms=dict(timings), truncated=truncated))
+        return responses

@@ -1,0 +1,89 @@
+"""What the care-edge binary must not contain: the offline tools' dependencies and unused parts of the runtime's.
+
+Used twice: as PyInstaller ``excludes`` by ``care-edge.spec``, and by ``build.py`` to check the built archive, so a
+dependency that slips in through a new import fails the build instead of growing the binary.
+"""
+
+from __future__ import annotations
+
+# The offline pipeline (pyproject extra ``tools``) and its heavy transitive dependencies.
+TOOLS_DEPENDENCIES: tuple[str, ...] = (
+    "tools",
+    "torch",
+    "torchvision",
+    "torchaudio",
+    "llama_cpp",
+    "transformers",
+    "tokenizers.tools",  # visualiser; pulls in IPython/HTML helpers
+    "onnx",
+    "onnxscript",
+    "onnxconverter_common",
+    "tqdm",  # usearch.index imports it for progress bars it never draws here: see rthooks/tqdm_stand_in.py
+    "matplotlib",
+    "bm25s",
+    "sentencepiece",
+    "safetensors",
+    "gguf",
+    "google.protobuf",
+    "sympy",
+    "mpmath",
+    "scipy",
+    "pandas",
+    "PIL",
+    "numba",
+    "huggingface_hub",
+    "jinja2",
+    "networkx",
+    "psutil",
+    "cpuinfo",
+    "py3nvml",
+    "coloredlogs",
+    "flatbuffers",
+    "IPython",
+    "pytest",
+)
+
+# Parts of the runtime dependencies that the runtime never imports: model tooling in onnxruntime, usearch's server,
+# client, evaluation and numba JIT helpers.
+UNUSED_RUNTIME_PARTS: tuple[str, ...] = (
+    "onnxruntime.quantization",
+    "onnxruntime.transformers",
+    "onnxruntime.tools",
+    "onnxruntime.training",
+    "onnxruntime.backend",
+    "onnxruntime.datasets",
+    "usearch.server",
+    "usearch.client",
+    "usearch.eval",
+    "usearch.numba",
+    "numpy.f2py",
+    "numpy.distutils",
+    "numpy.testing",
+)
+
+# Standard-library parts with no use in a command-line search program.
+UNUSED_STDLIB: tuple[str, ...] = (
+    "tkinter",
+    "unittest",
+    "pydoc",
+    "pydoc_data",
+    "doctest",
+    "lib2to3",
+    "distutils",
+    "setuptools",
+    "pkg_resources",
+    "pip",
+    "xmlrpc",
+    "curses",
+    "idlelib",
+    "turtle",
+    "turtledemo",
+    "sqlite3.test",
+)
+
+EXCLUDED_MODULES: tuple[str, ...] = TOOLS_DEPENDENCIES + UNUSED_RUNTIME_PARTS + UNUSED_STDLIB
+
+
+def is_excluded(module: str) -> bool:
+    """True when ``module`` (dotted name) is one of the excluded modules or inside one."""
+    return any(module == name or module.startswith(name + ".") for name in EXCLUDED_MODULES)

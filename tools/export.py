@@ -1,0 +1,219 @@
+"""Export a transformers encoder (+ optional projection head) to the runtime's INT8 ONNX query-encoder folder.
+
+    python -m tools.export --model DIR --out prebuilt_index/query_encoder --prompt "query: " \
+        --aligned-to COLLECTION_DIR [--max-tokens 64] [--name NAME]
+
+One graph, dynamic batch and sequence: `input_ids`, `attention_mask` -> mean pool -> projection (if the model folder
+holds `projection.safetensors`) -> L2 normalise -> `embedding`. It is exported in fp32, checked against torch,
+quantised to INT8 (dynamic, per-channel) and checked again; the parity figures go into the manifest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from edge import manifest as fmt
+
+PARITY_TEXTS = [
+    "胸痛伴呼吸困难是什么原因",
+    "糖尿病患者饮食注意什么",
+    "小孩发烧39度怎么办",
+    "高血压可以吃哪些药",
+    "chest pain when breathing",
+    "type 2 diabetes with kidney complications",
+    "dolor torácico al respirar",
+    "douleur thoracique en respirant",
+    "dor no peito ao respirar",
+    "Brustschmerzen beim Atmen",
+    "What are the symptoms of glaucoma?",
+    "肺炎支原体感染的治疗方法",
+]
+
+
+def load_student(model_dir: Path):
+    """The torch module the export (and the trainer) use: backbone + optional projection, mean pool, normalise."""
+    import torch
+    from transformers import AutoModel
+
+    class PooledEncoder(torch.nn.Module):
+        def __init__(self, backbone, projection):
+            super().__init__()
+            self.backbone = backbone
+            self.projection = projection
+
+        def forward(self, input_ids, attention_mask):
+            hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+            if self.projection is not None:
+                pooled = self.projection(pooled)
+            return torch.nn.functional.normalize(pooled, dim=-1)
+
+    backbone = AutoModel.from_pretrained(str(model_dir), add_pooling_layer=False)
+    projection = None
+    head = model_dir / "projection.safetensors"
+    if head.exists():
+        from safetensors.torch import load_file
+
+        weights = load_file(str(head))
+        projection = torch.nn.Linear(weights["weight"].shape[1], weights["weight"].shape[0])
+        projection.load_state_dict(weights)
+    return PooledEncoder(backbone, projection).eval()
+
+
+def _tokenize(tokenizer_path: Path, texts: Sequence[str], prompt: str, max_tokens: int):
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tokenizer_path))
+    tok.enable_truncation(max_tokens)
+    tok.enable_padding(pad_id=1, pad_token="<pad>")
+    enc = tok.encode_batch([prompt + t for t in texts])
+    ids = np.array([e.ids for e in enc], dtype=np.int64)
+    mask = np.array([e.attention_mask for e in enc], dtype=np.int64)
+    return ids, mask
+
+
+def export_onnx(model, path: Path, sample_ids: np.ndarray, sample_mask: np.ndarray) -> None:
+    import torch
+
+    with torch.no_grad():
+        torch.onnx.export(
+            model,
+            (torch.from_numpy(sample_ids), torch.from_numpy(sample_mask)),
+            str(path),
+            input_names=["input_ids", "attention_mask"],
+            output_names=["embedding"],
+            dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"},
+                          "embedding": {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
+        )
+
+
+def quantize_int8(src: Path, dst: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(src), str(dst), per_channel=True, weight_type=QuantType.QInt8)
+
+
+def onnx_vectors(path: Path, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(["embedding"], {"input_ids": ids, "attention_mask": mask})[0]
+
+
+def export_query_encoder(
+    *,
+    model_dir: Path,
+    out_dir: Path,
+    prompt: str,
+    max_tokens: int,
+    alignment: dict | Callable[[Path], dict],
+    name: str,
+    base_model: str,
+    licenses: Sequence[dict],
+    command: str,
+    parity_texts: Sequence[str] = PARITY_TEXTS,
+) -> dict:
+    import torch
+
+    model = load_student(model_dir)
+    ids, mask = _tokenize(model_dir / "tokenizer.json", parity_texts, prompt, max_tokens)
+    with torch.no_grad():
+        reference = model(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
+    dims = int(reference.shape[1])
+    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=out_dir.name + ".tmp"))
+    try:
+        fp32 = staging / "model.fp32.onnx"
+        export_onnx(model, fp32, ids, mask)
+        cos_fp32 = float(np.min(np.sum(onnx_vectors(fp32, ids, mask) * reference, axis=1)))
+        quantize_int8(fp32, staging / "model.onnx")
+        fp32.unlink()
+        cos_int8_all = np.sum(onnx_vectors(staging / "model.onnx", ids, mask) * reference, axis=1)
+        shutil.copy(model_dir / "tokenizer.json", staging / "tokenizer.json")
+        fmt.write_encoder_config(
+            staging,
+            fmt.EncoderConfig(prompt=prompt, max_tokens=max_tokens, pooling="in-graph", dims=dims, normalize=True,
+                              output="embedding"),
+        )
+        created = fmt.created_info("tools.export", command)
+        created["parity"] = {"texts": len(parity_texts), "min_cosine_onnx_fp32_vs_torch": round(cos_fp32, 5),
+                             "min_cosine_onnx_int8_vs_torch": round(float(cos_int8_all.min()), 5),
+                             "mean_cosine_onnx_int8_vs_torch": round(float(cos_int8_all.mean()), 5)}
+        pruning = model_dir / "vocab_pruning.json"
+        if pruning.exists():
+            created["vocab_pruning"] = json.loads(pruning.read_text())
+        if callable(alignment):  # symmetric: the exported graph is its own document encoder
+            alignment = alignment(staging / "model.onnx")
+        manifest = fmt.write_query_encoder_manifest(
+            staging, name=name, base_model=base_model, alignment=alignment, licenses=list(licenses), created=created
+        )
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return manifest
+
+
+def symmetric_alignment(passage_prompt: str, max_tokens: int) -> Callable[[Path], dict]:
+    """For a symmetric encoder (e5 on both sides): documents are embedded by this very INT8 graph."""
+
+    def describe(model_onnx: Path) -> dict:
+        return {"name": "multilingual-e5-small-int8", "kind": "onnx", "sha256": fmt.sha256_file(model_onnx),
+                "prompt": passage_prompt, "pooling": "mean", "dims": 384, "full_dims": 384,
+                "max_tokens": max_tokens, "normalize": True}
+
+    return describe
+
+
+def alignment_of_collection(collection_dir: Path) -> dict:
+    """The document encoder a collection was built with: what a query encoder for it must be aligned to."""
+    manifest = fmt.read_manifest(collection_dir, fmt.COLLECTION_FORMAT)
+    return dict(manifest["document_encoder"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    import shlex
+
+    parser = argparse.ArgumentParser(prog="python -m tools.export", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, required=True, help="transformers folder (+ projection.safetensors)")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--prompt", default="query: ")
+    parser.add_argument("--max-tokens", type=int, default=64)
+    aligned = parser.add_mutually_exclusive_group(required=True)
+    aligned.add_argument("--aligned-to", type=Path, help="a collection dir whose document encoder this is aligned to")
+    aligned.add_argument("--symmetric-passage-prompt", help="symmetric: documents use this graph with this prompt")
+    parser.add_argument("--name", default="care-query-encoder")
+    parser.add_argument("--base-model", default="multilingual-e5-small")
+    args = parser.parse_args(argv)
+    from tools.models import LICENSES
+
+    manifest = export_query_encoder(
+        model_dir=args.model,
+        out_dir=args.out,
+        prompt=args.prompt,
+        max_tokens=args.max_tokens,
+        alignment=alignment_of_collection(args.aligned_to) if args.aligned_to
+        else symmetric_alignment(args.symmetric_passage_prompt, 512),
+        name=args.name,
+        base_model=args.base_model,
+        licenses=[LICENSES["e5-small"]],
+        command="python -m tools.export " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
+    )
+    print(json.dumps(manifest["created"]["parity"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,225 @@
+"""What the two training stages feed the student, assembled from the ``train`` sides of ``tools.splits`` only.
+
+Stage I (alignment) is a list of texts, mostly query-like: cMedIR train queries, KUAKE-QQR and CHIP-2019 train
+questions, Toyhom train questions, MedQuAD train questions, ICD-10 train names in every language, plus a few
+documents cut to query length. Stage II (retrieval) is a list of (query, positive document) pairs: cMedIR train
+query -> a title judged >= 2; KUAKE-QQR label-2 pairs and CHIP-2019 positive pairs (both directions, the partner
+question as the document); Toyhom question -> its doctor's answer; an ICD-10 train name in es/fr/pt/de/zh -> the
+code's document as the icd10 corpus writes it.
+
+Every source is capped at ``max_per_source`` items chosen by a seeded hash of the item (so the choice depends on
+neither file order nor the other items), texts are de-duplicated across sources (first source wins), and the
+result is passed through :func:`tools.splits.assert_not_eval` before it is returned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Mapping, Sequence, TypeVar
+
+from tools import corpora, splits
+
+T = TypeVar("T")
+
+STAGE1_SOURCES = ("cmedir", "kuake", "chip", "toyhom", "medquad", "icd", "documents")
+STAGE2_SOURCES = ("cmedir", "kuake", "chip", "toyhom", "icd")
+STAGE2_ICD_LANGS = ("es", "fr", "pt", "de", "zh")
+# Corpora whose documents stage I samples from (ICD documents are name lists: the ICD names already cover them).
+STAGE1_DOCUMENT_CORPORA = ("cmed-zh", "medquad-en")
+NEGATIVE_CORPORA = tuple(corpora.CORPORA)
+
+
+def seeded_order_key(seed: int, key: str) -> bytes:
+    return hashlib.sha1(f"{seed}\x1f{key}".encode("utf-8")).digest()
+
+
+def capped(items: Iterable[T], cap: int | None, seed: int, key: Callable[[T], str]) -> list[T]:
+    """At most ``cap`` of ``items`` (all when ``cap`` is None or 0), the ones whose seeded hash is smallest, in their
+    original order."""
+    items = list(items)
+    if not cap or len(items) <= cap:
+        return items
+    chosen = set(sorted(range(len(items)), key=lambda i: seeded_order_key(seed, key(items[i])))[:cap])
+    return [item for i, item in enumerate(items) if i in chosen]
+
+
+def cut_document(text: str, max_chars: int) -> str:
+    """A document's head as a query-length text: the first line, cut to ``max_chars``."""
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return first[:max_chars].strip()
+
+
+# ------------------------------------------------------------------------------------------------ stage I
+
+
+@dataclass(frozen=True)
+class Stage1Data:
+    texts: list[str]
+    sources: list[str]
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = defaultdict(int)
+        for source in self.sources:
+            out[source] += 1
+        return dict(out)
+
+
+def _pair_texts(pairs: Iterable[corpora.SentencePair]) -> list[str]:
+    return list(dict.fromkeys(t for p in pairs for t in (p.text1, p.text2)))
+
+
+def stage1_source_texts(
+    data_dir: Path | str | None, documents: int, document_chars: int, seed: int = 0
+) -> dict[str, list[str]]:
+    """Every candidate text of stage I per source, before capping (documents already sampled)."""
+    resolved = corpora.resolve_data_dir(data_dir)
+    docs: list[str] = []
+    for name in STAGE1_DOCUMENT_CORPORA:
+        docs += [cut_document(d.text, document_chars) for d in corpora.load_corpus(name, resolved)]
+    docs = [d for d in dict.fromkeys(docs) if d and not splits.is_eval_text(d, resolved)]
+    return {
+        "cmedir": list(splits.cmedir_split(resolved).train),
+        "kuake": _pair_texts(splits.kuake_split(resolved).train),
+        "chip": _pair_texts(splits.chip_split(resolved).train),
+        "toyhom": list(dict.fromkeys(r.question for r in splits.toyhom_split(resolved).train)),
+        "medquad": list(dict.fromkeys(r.question for r in splits.medquad_split(resolved).train)),
+        "icd": list(dict.fromkeys(name for _, _, name in splits.icd_train_names(resolved))),
+        "documents": capped(docs, documents, seed, key=lambda t: t),
+    }
+
+
+def stage1_data(
+    data_dir: Path | str | None = None,
+    *,
+    max_per_source: int | None = 20000,
+    documents: int = 5000,
+    document_chars: int = 96,
+    seed: int = 0,
+    extra_texts: Sequence[str] = (),
+) -> Stage1Data:
+    """The stage-I texts. ``extra_texts`` (a user's own unlabeled queries) are added uncapped, as source "extra"."""
+    by_source = stage1_source_texts(data_dir, documents, document_chars, seed)
+    texts: dict[str, str] = {}
+    for source in STAGE1_SOURCES:
+        for text in capped(by_source[source], max_per_source, seed, key=lambda t: t):
+            if text.strip():
+                texts.setdefault(text, source)
+    for text in extra_texts:
+        if text.strip():
+            texts.setdefault(text, "extra")
+    splits.assert_not_eval(texts, data_dir, what="stage-I training texts")
+    return Stage1Data(texts=list(texts), sources=list(texts.values()))
+
+
+# ------------------------------------------------------------------------------------------------ stage II
+
+
+@dataclass(frozen=True)
+class Pair:
+    query: str
+    document: str  # the positive's text, exactly as its collection embeds it
+    source: str
+
+
+@dataclass(frozen=True)
+class Stage2Data:
+    pairs: list[Pair]
+    documents: list[str]  # every positive document, then the extra negative-pool documents; no repeats
+    positive_rows: list[int]  # pairs[i].document == documents[positive_rows[i]]
+    positives_of: Mapping[str, frozenset[int]]  # query -> every document row that is a positive of it
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = defaultdict(int)
+        for pair in self.pairs:
+            out[pair.source] += 1
+        return dict(out)
+
+    @property
+    def queries(self) -> list[str]:
+        return list(dict.fromkeys(p.query for p in self.pairs))
+
+
+def _both_ways(pairs: Iterable[corpora.SentencePair], label: str, source: str) -> list[Pair]:
+    out = []
+    for p in pairs:
+        if p.label == label and p.text1 != p.text2:
+            out += [Pair(p.text1, p.text2, source), Pair(p.text2, p.text1, source)]
+    return out
+
+
+def stage2_source_pairs(data_dir: Path | str | None) -> dict[str, list[Pair]]:
+    """Every candidate pair of stage II per source, before capping."""
+    resolved = corpora.resolve_data_dir(data_dir)
+    cmedir = [
+        Pair(query, title, "cmedir")
+        for query, titles in splits.cmedir_split(resolved).train.items()
+        for title, label in titles.items()
+        if label >= splits.CMEDIR_RELEVANT_LABEL
+    ]
+    icd_docs = {d.id: d.text for d in corpora.load_corpus("icd10", resolved)}
+    icd = [
+        Pair(name, icd_docs[code], "icd")
+        for code, lang, name in splits.icd_train_names(resolved)
+        if lang in STAGE2_ICD_LANGS and code in icd_docs
+    ]
+    return {
+        "cmedir": cmedir,
+        "kuake": _both_ways(splits.kuake_split(resolved).train, "2", "kuake"),
+        "chip": _both_ways(splits.chip_split(resolved).train, "1", "chip"),
+        "toyhom": [Pair(r.question, r.answer, "toyhom") for r in splits.toyhom_split(resolved).train],
+        "icd": icd,
+    }
+
+
+def negative_pool_documents(
+    data_dir: Path | str | None, corpus_names: Sequence[str], max_documents: int | None, seed: int
+) -> list[str]:
+    """Documents of the named corpora (as ``tools.build_index`` embeds them) that hard negatives may come from."""
+    unknown = [n for n in corpus_names if n not in corpora.CORPORA]
+    if unknown:
+        raise corpora.DataError(
+            f"unknown corpus {unknown[0]!r} for negatives: expected some of {', '.join(corpora.CORPORA)}"
+        )
+    texts: list[str] = []
+    for name in corpus_names:
+        texts += [d.text for d in corpora.load_corpus(name, data_dir)]
+    return capped(list(dict.fromkeys(texts)), max_documents, seed, key=lambda t: t)
+
+
+def stage2_data(
+    data_dir: Path | str | None = None,
+    *,
+    max_per_source: int | None = 20000,
+    negative_corpora: Sequence[str] = NEGATIVE_CORPORA,
+    max_negative_documents: int | None = None,
+    seed: int = 0,
+) -> Stage2Data:
+    """The stage-II pairs and the document pool (positives first, then the negative corpora's documents)."""
+    by_source = stage2_source_pairs(data_dir)
+    pairs: list[Pair] = []
+    seen: set[tuple[str, str]] = set()
+    for source in STAGE2_SOURCES:
+        for pair in capped(by_source[source], max_per_source, seed, key=lambda p: f"{p.query}\x1f{p.document}"):
+            if pair.query.strip() and pair.document.strip() and (pair.query, pair.document) not in seen:
+                seen.add((pair.query, pair.document))
+                pairs.append(pair)
+    splits.assert_not_eval([p.query for p in pairs], data_dir, what="stage-II training queries")
+    splits.assert_not_eval([p.document for p in pairs], data_dir, what="stage-II positive documents")
+
+    row_of: dict[str, int] = {}
+    for text in [p.document for p in pairs] + negative_pool_documents(
+        data_dir, negative_corpora, max_negative_documents, seed
+    ):
+        row_of.setdefault(text, len(row_of))
+    positives: dict[str, set[int]] = defaultdict(set)
+    for pair in pairs:
+        positives[pair.query].add(row_of[pair.document])
+    return Stage2Data(
+        pairs=pairs,
+        documents=list(row_of),
+        positive_rows=[row_of[p.document] for p in pairs],
+        positives_of={q: frozenset(rows) for q, rows in positives.items()},
+    )
