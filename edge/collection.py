@@ -67,6 +67,10 @@ class Collection:
             problems.append(f"dtype {index.dtype.name.lower()} != manifest {expected['dtype']}")
         if problems:
             raise ArtifactError(f"{path}: {'; '.join(problems)}: rebuild the collection")
+        # The file does not keep the search expansion: restore() comes back with usearch's default, so the value
+        # the build chose by measured recall is applied here.
+        if "expansion_search" in expected:
+            index.expansion_search = int(expected["expansion_search"])
         return index
 
     # ------------------------------------------------------------------------------------------ properties

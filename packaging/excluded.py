@@ -56,6 +56,7 @@ UNUSED_RUNTIME_PARTS: tuple[str, ...] = (
     "usearch.client",
     "usearch.eval",
     "usearch.numba",
+    "yaml",  # numpy.__config__.show() only
     "numpy.f2py",
     "numpy.distutils",
     "numpy.testing",
@@ -79,6 +80,13 @@ UNUSED_STDLIB: tuple[str, ...] = (
     "turtle",
     "turtledemo",
     "sqlite3.test",
+    # Nothing here talks TLS, runs an event loop or forks workers (bench uses threads); leaving these out also drops
+    # their native extensions from what a onefile start must unpack, and PyInstaller's multiprocessing runtime hook.
+    "ssl",
+    "_ssl",
+    "asyncio",
+    "multiprocessing",
+    "concurrent.futures.process",
 )
 
 EXCLUDED_MODULES: tuple[str, ...] = TOOLS_DEPENDENCIES + UNUSED_RUNTIME_PARTS + UNUSED_STDLIB

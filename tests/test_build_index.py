@@ -65,8 +65,8 @@ def _cached_vectors(cache: Path) -> dict[bytes, np.ndarray]:
     for shard in sorted(cache.glob("vectors/*/shard-*.npz")):
         with np.load(shard) as data:
             for key, vec in zip(data["keys"], data["vectors"]):
-                assert bytes(key) not in out, "a text was embedded twice"
-                out[bytes(key)] = vec
+                assert key.tobytes() not in out, "a text was embedded twice"
+                out[key.tobytes()] = vec
     return out
 
 

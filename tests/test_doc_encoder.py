@@ -99,3 +99,16 @@ def test_truncation_keeps_prompt_and_fits(encoder):
     assert encoder.count_tokens(fitted) <= encoder.max_tokens
     batch = encoder.embed([long_text, "胸痛"], EMBEDDINGGEMMA_QUERY_PROMPT)
     assert batch.truncated == [True, False] and batch.vectors.shape == (2, 768)
+
+
+def test_vector_cache_keys_ending_in_nul_bytes(tmp_path):
+    # sha1 digests end in 0x00 one time in 256: the stored key must keep those bytes
+    from tools.doc_encoder import text_key
+
+    texts = [f"text {i}" for i in range(3000)]
+    assert any(text_key(t).endswith(b"\0") for t in texts)
+    cache = VectorCache(tmp_path, {"name": "x", "sha256": "cd" * 32}, "")
+    vecs = np.random.default_rng(0).normal(size=(len(texts), 4)).astype(np.float32)
+    cache.add(texts, EncodedBatch(vecs, [False] * len(texts)))
+    got, _ = VectorCache(tmp_path, {"name": "x", "sha256": "cd" * 32}, "").get(texts)
+    np.testing.assert_array_equal(got, vecs)

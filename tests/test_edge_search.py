@@ -154,3 +154,10 @@ def test_works_from_a_read_only_directory_and_changes_nothing(tiny_copy) -> None
             os.chmod(path, stat.S_IRUSR | stat.S_IWUSR)
     after = {p.name: fmt.sha256_file(p) for p in directory.iterdir()}
     assert after == before  # no journal, no WAL, no rewritten file
+
+
+def test_collection_applies_the_manifest_search_expansion(tiny) -> None:
+    from edge.collection import Collection
+
+    collection = Collection.open(tiny.collection)
+    assert collection.index.expansion_search == collection.manifest["index"]["expansion_search"]

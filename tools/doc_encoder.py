@@ -155,10 +155,10 @@ class VectorCache:
             with np.load(shard) as data:
                 keys = data["keys"]
                 truncated = data["truncated"]
-            for row, (key, trunc) in enumerate(zip(keys, truncated)):
-                self._index.setdefault(bytes(key), (shard, row))
+            for row, (key, trunc) in enumerate(zip(_key_bytes(keys), truncated)):
+                self._index.setdefault(key, (shard, row))
                 if trunc:
-                    self._truncated.add(bytes(key))
+                    self._truncated.add(key)
             self._loaded.add(shard.name)
 
     def __contains__(self, text: str) -> bool:
@@ -171,7 +171,7 @@ class VectorCache:
         return [t for t in texts if text_key(t) not in self._index]
 
     def add(self, texts: Sequence[str], batch: EncodedBatch, tag: str = "") -> Path:
-        keys = np.array([text_key(t) for t in texts], dtype="S20")
+        keys = np.frombuffer(b"".join(text_key(t) for t in texts), dtype=np.uint8).reshape(len(texts), 20)
         name = f"shard-{tag}{hashlib.sha1(keys.tobytes()).hexdigest()[:16]}.npz"
         path = self.dir / name
         fd, tmp = tempfile.mkstemp(dir=self.dir, suffix=".tmp")
@@ -206,6 +206,14 @@ class VectorCache:
             out = np.zeros((0, 0), dtype=np.float32)
         n_truncated = sum(1 for t in texts if text_key(t) in self._truncated)
         return out, n_truncated
+
+
+def _key_bytes(keys: np.ndarray) -> list[bytes]:
+    """Shard keys as 20-byte digests. Shards store them as uint8 [n, 20]; early shards used numpy's "S20", which
+    drops trailing NUL bytes on read, so those are padded back."""
+    if keys.dtype == np.uint8:
+        return [row.tobytes() for row in keys]
+    return [bytes(key).ljust(20, b"\0") for key in keys]
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:

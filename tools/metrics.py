@@ -90,6 +90,51 @@ def mean_defined(values: Iterable[float | None]) -> tuple[float | None, int]:
     return float(np.mean(defined)), len(defined)
 
 
+def _parse_ranking_metric(name: str) -> tuple[str, int | None]:
+    if name == "map":
+        return "map", None
+    base, _, k = name.partition("@")
+    if base not in ("ndcg", "mrr", "recall") or not k.isdigit() or int(k) < 1:
+        raise ValueError(f"unknown ranking metric {name!r}: expected ndcg@k, mrr@k, recall@k or map")
+    return base, int(k)
+
+
+def ranking_depth(names: Iterable[str]) -> int | None:
+    """How deep a ranking must reach for these metrics (None: the whole ranking, for MAP)."""
+    depths = [_parse_ranking_metric(n)[1] for n in names]
+    return None if None in depths else max(d for d in depths if d is not None)
+
+
+def ranking_metrics(
+    rankings: Sequence[Sequence[str]],
+    judgements: Sequence[Mapping[str, float]],
+    relevant_gain: float,
+    names: Sequence[str],
+) -> tuple[dict[str, float | None], dict[str, int]]:
+    """Mean of each named metric (``ndcg@k``, ``mrr@k``, ``recall@k``, ``map``) over the queries where it is
+    defined, and how many queries that was."""
+    if len(rankings) != len(judgements):
+        raise ValueError("one ranking per judged query")
+    means: dict[str, float | None] = {}
+    counts: dict[str, int] = {}
+    for name in names:
+        base, k = _parse_ranking_metric(name)
+        values: list[float | None] = []
+        for ranking, judged in zip(rankings, judgements):
+            if base == "ndcg":
+                values.append(ndcg_at_k(ranking, judged, k))  # type: ignore[arg-type]
+                continue
+            relevant = relevant_set(judged, relevant_gain)
+            if base == "mrr":
+                values.append(reciprocal_rank_at_k(ranking, relevant, k))  # type: ignore[arg-type]
+            elif base == "recall":
+                values.append(recall_at_k(ranking, relevant, k))  # type: ignore[arg-type]
+            else:
+                values.append(average_precision(ranking, relevant))
+        means[name], counts[name] = mean_defined(values)
+    return means, counts
+
+
 # ------------------------------------------------------------------------------------------------ correlation
 
 

