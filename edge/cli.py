@@ -323,15 +323,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
     threads = default_threads() if args.threads is None else _positive_int(args.threads, "--threads")
     queries = read_queries_file(args.queries) if args.queries else None
     started = time.perf_counter()
+    collection = Collection.open(resolve_collection_dir(args.index))
+    opened = time.perf_counter()
     # Stage latencies are reported for one onnxruntime thread, so the encoder gets exactly one.
-    searcher = _open_searcher(args.index, args.encoder, threads=1)
-    open_ms = (time.perf_counter() - started) * 1e3
+    searcher = Searcher(collection, QueryEncoder.open(resolve_encoder_dir(args.encoder), threads=1))
+    open_ms = (opened - started) * 1e3
+    encoder_load_ms = (time.perf_counter() - opened) * 1e3
     if queries is None:
         bench_file = searcher.collection.bench_queries_path
         if bench_file is None:
             raise BadInput(f"collection '{searcher.collection.name}' ships no bench_queries.txt: pass --queries F")
         queries = read_queries_file(bench_file)
-    report = run_bench(searcher, queries, threads=threads, open_ms=open_ms)
+    report = run_bench(searcher, queries, threads=threads, open_ms=open_ms, encoder_load_ms=encoder_load_ms)
     if args.json:
         _print_json(report)
     else:

@@ -269,7 +269,7 @@ def test_bench_json(run_cli, tiny) -> None:
     assert result.returncode == 0, result.stderr
     report = result.json()
     assert set(report) == {
-        "index", "encoder", "n_queries", "threads", "k", "open_ms", "end_to_end_ms", "stages_ms", "qps_1_thread", "qps_n_threads",
+        "index", "encoder", "n_queries", "threads", "k", "open_ms", "encoder_load_ms", "end_to_end_ms", "stages_ms", "qps_1_thread", "qps_n_threads",
         "recall_at_10", "peak_rss_mb", "truncated_queries", "warmup_queries",
     }
     assert report["index"] == {"name": "tiny", "path": str(tiny.collection)}

@@ -73,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.index_report", description=__doc__.split("\n\n")[0])
     parser.add_argument("--corpus", required=True)
     parser.add_argument("--icd-langs")
+    parser.add_argument("--limit", type=int, help="only the first N documents (e.g. 19241 = cmed-zh's cMedIR titles)")
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     parser.add_argument("--encoder", default="embeddinggemma")
     parser.add_argument("--dims", default="768", help="comma-separated Matryoshka dims to try")
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
 
     models = ModelCache(cache_root())
     langs = tuple(args.icd_langs.split(",")) if args.icd_langs else corpora.DEFAULT_ICD_LANGS
-    docs = corpora.load_corpus(args.corpus, args.data_dir, langs=langs)
+    docs = corpora.load_corpus(args.corpus, args.data_dir, langs=langs)[: args.limit]
     encoder = open_encoder(args.encoder, models, threads=1)
     doc_cache = VectorCache(models.root, encoder.identity, prompt_for("document", encoder))
     missing = doc_cache.missing([d.text for d in docs])
