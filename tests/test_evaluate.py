@@ -160,7 +160,7 @@ def test_run_writes_reports_deterministically(env: Env, tmp_path: Path, monkeypa
         assert (tmp_path / "one" / f"eval.{suffix}").stat().st_size > 0
     assert (tmp_path / "one" / "eval.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    assert first["format"] == "care-edge/eval-report"
+    assert first["format"] == "care-edge/eval-report" and first["data_dir"]
     assert first["created"]["command"].startswith("python -m tools.evaluate --out ")
     assert "--systems bm25,e5,care,hybrid" in first["created"]["command"]
     assert first["created"]["git_revision"]

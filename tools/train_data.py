@@ -80,6 +80,8 @@ def check_sources(sources: Sequence[str], known: Sequence[str], stage: str) -> N
 
 
 def _stage1_documents(data_dir: Path, documents: int, document_chars: int, seed: int) -> list[str]:
+    if documents <= 0:
+        return []
     docs: list[str] = []
     for name in STAGE1_DOCUMENT_CORPORA:
         docs += [cut_document(d.text, document_chars) for d in corpora.load_corpus(name, data_dir)]
