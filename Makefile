@@ -6,7 +6,7 @@ PIP := $(VPY) -m pip install -q --disable-pip-version-check
 # A portable llama.cpp build (no -march=native), so a wheel built here runs on other x86-64 CPUs.
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
-.PHONY: run test test-slow setup-runtime setup-test setup-tools models bootstrap bench package clean
+.PHONY: run test test-slow setup-runtime setup-test setup-tools models bootstrap bench package package-smoke clean
 
 $(VPY):
 	$(PY) -m venv $(VENV)
@@ -56,3 +56,12 @@ bench: setup-runtime
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info
+
+# One offline binary (PyInstaller onefile) holding the runtime and prebuilt_index/; see packaging/README.md.
+package: setup-runtime
+	$(PIP) -e '.[package]'
+	$(VPY) packaging/build.py
+
+package-smoke: setup-test
+	@test -x dist/care-edge || $(MAKE) package
+	$(VPY) -m pytest -q -m slow tests/test_packaging.py

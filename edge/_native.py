@@ -7,7 +7,11 @@ both work. Every edge module takes onnxruntime and usearch from here so the orde
 
 from __future__ import annotations
 
+import os
 import sys
+
+# onnxruntime 1.31 queues telemetry events for upload by default; an offline medical tool sends nothing.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 if "usearch.compiled" in sys.modules and "onnxruntime" not in sys.modules:
     # Importing onnxruntime now would kill the process; fail with a message instead.
