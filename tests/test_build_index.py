@@ -29,9 +29,11 @@ pytestmark = [
 ]
 
 
-def _cli(*args: str, cache: Path, **kwargs) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "tools.build_index", *args, "--corpus", "cmed-zh", "--limit", str(N_DOCS),
-           "--encoder", "gemma3-270m", "--cache-dir", str(cache), "--threads", "2"]
+def _cli(*args: str, cache: Path, corpus: bool = True, **kwargs) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "tools.build_index", *args, "--encoder", "gemma3-270m", "--cache-dir", str(cache),
+           "--threads", "2"]
+    if corpus:
+        cmd += ["--corpus", "cmed-zh", "--limit", str(N_DOCS)]
     env = dict(os.environ, CARE_EDGE_CACHE=str(cache))
     models = ModelCache(cache_root()).models
     (cache / "models").mkdir(parents=True, exist_ok=True)
@@ -42,8 +44,8 @@ def _cli(*args: str, cache: Path, **kwargs) -> subprocess.Popen:
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
 
 
-def _run(*args: str, cache: Path) -> str:
-    proc = _cli(*args, cache=cache)
+def _run(*args: str, cache: Path, corpus: bool = True) -> str:
+    proc = _cli(*args, cache=cache, corpus=corpus)
     out, err = proc.communicate(timeout=900)
     assert proc.returncode == 0, err.decode()[-2000:]
     return out.decode()
@@ -136,3 +138,25 @@ def test_built_collection_loads_in_the_runtime(single_build):
     assert manifest["document_encoder"]["kind"] == "gguf"
     assert manifest["document_encoder"]["prompt"] == "title: none | text: "
     collection.verify()
+
+
+def test_seed_cache_refills_a_fresh_cache_from_a_full_dims_collection(tmp_path):
+    source = tmp_path / "source"
+    _run("build", "--out", str(source / "collection"), "--dims", "640", "--dtype", "f16", cache=source)
+    fresh = tmp_path / "fresh"
+    out = _run("seed-cache", str(source / "collection"), cache=fresh, corpus=False)
+    assert f"{N_DOCS} vectors added" in out
+    assert "embedded 0 texts" in _run("embed", cache=fresh)  # nothing left to embed
+    _run("build", "--out", str(fresh / "collection"), "--dims", "640", "--dtype", "f16", cache=fresh)
+    ids_a, vectors_a = _vectors(source / "collection")
+    ids_b, vectors_b = _vectors(fresh / "collection")
+    assert ids_a == ids_b
+    np.testing.assert_allclose(vectors_a, vectors_b, atol=2e-3)
+
+
+def test_seed_cache_refuses_a_truncated_collection(single_build, tmp_path):
+    _, collection = single_build  # built at 256 of 640 dims
+    proc = _cli("seed-cache", str(collection), cache=tmp_path, corpus=False)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode != 0
+    assert "only a full-dims collection" in err.decode()

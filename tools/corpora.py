@@ -884,6 +884,14 @@ class CorpusSpec:
 
 
 CORPORA: Mapping[str, CorpusSpec] = {
+    # The title half of cmed-zh on its own: cMedIR's search corpus, and a negative pool for training that needs no
+    # Toyhom answer vectors (those are the costly part of embedding cmed-zh with the GGUF).
+    "cmedir-titles": CorpusSpec(
+        "cmedir-titles",
+        "zh",
+        "cMedIR titles (zh)",
+        ({"name": "cMedIR (ChineseBLUE)", "license": "Apache-2.0"},),
+    ),
     "cmed-zh": CorpusSpec(
         "cmed-zh",
         "zh",
@@ -919,6 +927,8 @@ def load_corpus(
     """Documents of corpus ``name``; ``langs`` and ``include_code`` only shape ``icd10``."""
     if name == "cmed-zh":
         return cmed_zh_documents(data_dir)
+    if name == "cmedir-titles":
+        return cmedir_documents(data_dir)
     if name == "icd10":
         return icd10_documents(data_dir, langs, include_code)
     if name == "medquad-en":

@@ -51,7 +51,7 @@ class GGUFEncoder:
         n_threads: int | None = None,
         sha256: str | None = None,
     ) -> None:
-        from llama_cpp import Llama  # tools-only dependency
+        from llama_cpp import LLAMA_POOLING_TYPE_MEAN, Llama  # tools-only dependency
 
         self.path = Path(gguf_path)
         self.max_tokens = max_tokens
@@ -63,6 +63,10 @@ class GGUFEncoder:
             n_ubatch=max_tokens,
             n_threads=n_threads or os.cpu_count(),
             n_threads_batch=n_threads or os.cpu_count(),
+            # Explicit, so that a GGUF without a pooling entry (a plain LM such as Gemma 3 270M in the tests) still
+            # gives one vector per text, the mean pooling the identity below declares.
+            pooling_type=LLAMA_POOLING_TYPE_MEAN,
+            flash_attn=True,  # measured ~15% more tokens/s on CPU; vectors agree to float rounding
             verbose=False,
         )
         self.full_dims = int(self._llm.n_embd())

@@ -276,6 +276,10 @@ def train_stage1(config: Stage1Config) -> StageResult:
     done = _already_complete(config, "stage1")
     if done:
         return done
+    source_dir = st.resolve_student_dir(config.student)  # bad paths and layer counts fail now, not after the teacher
+    available = json.loads((source_dir / "config.json").read_text())["num_hidden_layers"]
+    if config.layers is not None and not 1 <= config.layers <= available:
+        raise BadInput(f"--layers {config.layers}: {source_dir} has {available} layers")
     _set_threads(config.threads)
     train_state.seed_everything(config.seed)
     run_dir = _start_run(config, "stage1")
@@ -295,7 +299,6 @@ def train_stage1(config: Stage1Config) -> StageResult:
     teacher.close()
     phases.done("teacher")
 
-    source_dir = st.resolve_student_dir(config.student)
     model = st.load_student(source_dir, config.layers)
     st.freeze_word_embeddings(model)
     tokenize = st.StudentTokenizer(source_dir / "tokenizer.json", config.max_tokens, STUDENT_PROMPT)
