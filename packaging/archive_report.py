@@ -14,6 +14,9 @@ from typing import Any, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from excluded import is_excluded  # noqa: E402
+from selfextract import EXECUTABLE_NAME, MARKER, read_layout  # noqa: E402
+
+INTERNAL_PREFIX = "_internal/"
 
 PREBUILT_PREFIX = "prebuilt_index/"
 # The one entry a onefile start reads in place instead of unpacking (the Python modules); everything else is written
@@ -39,7 +42,10 @@ _KINDS = {"b": "binary", "x": "data", "z": "pyz", "Z": "pyz", "n": "other", "d":
 
 
 def read_onefile_entries(binary: Path) -> list[ArchiveEntry]:
-    """Every entry of the archive embedded in a onefile (or onedir) executable, PYZ modules included."""
+    """Every entry of the archive embedded in a onefile (or onedir) executable, PYZ modules included; for the
+    single file of ``selfextract.py``, every file of the onedir build it carries."""
+    if read_layout(binary) is not None:
+        return read_selfextract_entries(binary)
     from PyInstaller.archive.readers import CArchiveReader
 
     archive = CArchiveReader(str(binary))
@@ -65,6 +71,42 @@ def read_onedir_entries(executable: Path) -> list[ArchiveEntry]:
             kind = "data" if relative.startswith(PREBUILT_PREFIX) else "binary" if ".so" in path.name else "other"
             size = path.stat().st_size
             entries.append(ArchiveEntry(name=relative, kind=kind, stored_bytes=size, unpacked_bytes=size))
+    return entries
+
+
+def read_selfextract_entries(binary: Path) -> list[ArchiveEntry]:
+    """The files a ``selfextract.py`` single file unpacks (names relative to ``_internal/``, as in a onedir build),
+    plus the entries and PYZ modules embedded in its executable. ``stored_bytes`` of a file is its share of its
+    segment's compressed size (gzip compresses a whole segment, not file by file)."""
+    import gzip
+    import io
+    import tarfile
+    import tempfile
+
+    layout = read_layout(binary)
+    assert layout is not None
+    entries: list[ArchiveEntry] = []
+    markers = {MARKER.format(number) for number in range(len(layout.segments))}
+    with binary.open("rb") as handle, tempfile.TemporaryDirectory(prefix="care-edge-archive-") as scratch:
+        for segment in layout.segments:
+            handle.seek(segment.offset)
+            raw = gzip.decompress(handle.read(segment.length))
+            ratio = segment.length / max(len(raw), 1)
+            with tarfile.open(fileobj=io.BytesIO(raw)) as archive:
+                for member in archive.getmembers():
+                    if not member.isreg() or member.name in markers:
+                        continue
+                    if member.name == EXECUTABLE_NAME:
+                        executable = Path(scratch) / EXECUTABLE_NAME
+                        extracted = archive.extractfile(member)
+                        assert extracted is not None
+                        executable.write_bytes(extracted.read())
+                        entries += read_onefile_entries(executable)
+                        continue
+                    name = member.name.removeprefix(INTERNAL_PREFIX)
+                    kind = "data" if name.startswith(PREBUILT_PREFIX) else "binary" if ".so" in name else "other"
+                    stored = round(member.size * ratio)
+                    entries.append(ArchiveEntry(name=name, kind=kind, stored_bytes=stored, unpacked_bytes=member.size))
     return entries
 
 
@@ -111,7 +153,7 @@ def summarize(entries: Sequence[ArchiveEntry], binary: Path, *, onefile: bool, l
         )
     return {
         "binary": str(binary),
-        "mode": "onefile" if onefile else "onedir",
+        "mode": ("selfextract" if read_layout(binary) is not None else "onefile") if onefile else "onedir",
         "size_on_disk_bytes": size_on_disk,
         "entries": len(entries),
         "python_modules": sum(1 for entry in entries if entry.kind == "module"),

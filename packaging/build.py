@@ -1,10 +1,16 @@
-"""Build the offline ``care-edge`` binary: ``python packaging/build.py [--onedir] [--prebuilt DIR]``.
+"""Build the offline ``care-edge`` binary: ``python packaging/build.py [--onedir|--pyinstaller-onefile] [--prebuilt DIR]``.
 
 Steps: check the runtime dependencies are importable; install PyInstaller into this interpreter when it is missing;
 verify every collection of the prebuilt directory (``care-edge info --verify``), so a broken index is never shipped;
 run PyInstaller on ``packaging/care-edge.spec``; check the archive holds none of the excluded modules (torch, onnx,
 tqdm, ...) and the index; run the binary once; write ``<dist>/<name>.build.json`` (sizes, largest entries, what was
-bundled). Output: ``dist/care-edge`` (onefile, the default) or ``dist/care-edge-onedir/care-edge``.
+bundled).
+
+Outputs: by default both ``dist/care-edge-onedir/care-edge`` (the onedir build) and ``dist/care-edge``, the single
+file: that onedir build packed by ``selfextract.py`` into one executable that unpacks itself once into a per-user
+cache and runs from there (see packaging/README.md). ``--onedir`` stops after the onedir build;
+``--pyinstaller-onefile`` builds PyInstaller's own onefile instead (unpacks everything at every start; kept for
+comparison).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ PACKAGING_DIR = Path(__file__).resolve().parent
 REPO_ROOT = PACKAGING_DIR.parent
 sys.path.insert(0, str(PACKAGING_DIR))
 from archive_report import read_onedir_entries, read_onefile_entries, summarize  # noqa: E402
+from selfextract import pack  # noqa: E402
 
 SPEC = PACKAGING_DIR / "care-edge.spec"
 # Keep in step with the ``package`` extra of pyproject.toml.
@@ -129,9 +136,10 @@ def run_pyinstaller(prebuilt: Path, *, onedir: bool, name: str, dist: Path, work
         raise BuildError(f"PyInstaller failed (exit code {completed.returncode}); full log: {log_path}")
 
 
-def run_binary_once(binary: Path, default_collection: str) -> None:
+def run_binary_once(binary: Path, default_collection: str, extra_env: dict[str, str] | None = None) -> None:
     """The binary starts, finds its bundled index and reports the default collection, from a neutral directory."""
     environment = {key: value for key, value in os.environ.items() if not key.startswith("CARE_EDGE_")}
+    environment.update(extra_env or {})
     with tempfile.TemporaryDirectory(prefix="care-edge-build-check-") as scratch:
         completed = subprocess.run(
             [str(binary), "info", "--json"], cwd=scratch, env=environment, capture_output=True, text=True, check=False
@@ -152,46 +160,75 @@ def write_json_atomically(path: Path, value: Any) -> None:
 # --------------------------------------------------------------------------------------------------- main
 
 
-def build(prebuilt: Path, *, onedir: bool, name: str, dist: Path, work: Path, verify: bool) -> dict[str, Any]:
-    started = time.perf_counter()
-    check_runtime_importable()
-    pyinstaller_version = ensure_pyinstaller()
-    collections = verify_prebuilt(prebuilt) if verify else collections_in(prebuilt)
-    default_collection = json.loads((prebuilt / "default.json").read_text(encoding="utf-8"))["collection"]
-    run_pyinstaller(prebuilt, onedir=onedir, name=name, dist=dist, work=work / ("onedir" if onedir else "onefile"))
-
-    binary = dist / f"{name}-onedir" / name if onedir else dist / name
-    entries = read_onedir_entries(binary) if onedir else read_onefile_entries(binary)
-    report = summarize(entries, binary, onefile=not onedir)
+def check_entries(entries: list[Any], report: dict[str, Any], binary: Path, *, single_file: bool) -> None:
     if report["forbidden"]:
         shown = ", ".join(report["forbidden"][:5])
         raise BuildError(f"the archive holds excluded modules ({len(report['forbidden'])}): {shown}")
     if not any(entry.name == "prebuilt_index/default.json" for entry in entries):
         raise BuildError("the archive holds no prebuilt_index/default.json")
-    if not onedir and report["size_on_disk_bytes"] > MAX_ONEFILE_BYTES:
+    if single_file and report["size_on_disk_bytes"] > MAX_ONEFILE_BYTES:
         raise BuildError(f"{binary} is {report['size_on_disk_bytes'] / 2**20:.1f} MiB, over the 150 MiB budget")
-    run_binary_once(binary, default_collection)
 
+
+def build(
+    prebuilt: Path, *, mode: str, name: str, dist: Path, work: Path, verify: bool
+) -> dict[str, Any]:
+    """``mode``: "selfextract" (default: onedir + single file), "onedir" or "pyinstaller-onefile". Returns the report
+    of the last binary built."""
+    started = time.perf_counter()
+    check_runtime_importable()
+    pyinstaller_version = ensure_pyinstaller()
+    collections = verify_prebuilt(prebuilt) if verify else collections_in(prebuilt)
+    default_collection = json.loads((prebuilt / "default.json").read_text(encoding="utf-8"))["collection"]
+    onedir = mode != "pyinstaller-onefile"
+    run_pyinstaller(prebuilt, onedir=onedir, name=name, dist=dist, work=work / ("onedir" if onedir else "onefile"))
+    extra = {
+        "prebuilt": str(prebuilt),
+        "collections": collections,
+        "default_collection": default_collection,
+        "pyinstaller": pyinstaller_version,
+        "python": platform.python_version(),
+        "platform": f"{platform.system()}-{platform.machine()}",
+    }
+
+    binary = dist / f"{name}-onedir" / name if onedir else dist / name
+    entries = read_onedir_entries(binary) if onedir else read_onefile_entries(binary)
+    report = summarize(entries, binary, onefile=not onedir)
+    check_entries(entries, report, binary, single_file=not onedir)
+    run_binary_once(binary, default_collection)
+    report.update(extra, build_seconds=round(time.perf_counter() - started, 1))
+    write_json_atomically(dist / (f"{name}-onedir.build.json" if onedir else f"{name}.build.json"), report)
+    if mode != "selfextract":
+        return report
+
+    single = dist / name
+    layout = pack(binary.parent, single)
+    entries = read_onefile_entries(single)
+    report = summarize(entries, single, onefile=True)
+    check_entries(entries, report, single, single_file=True)
+    with tempfile.TemporaryDirectory(prefix="care-edge-build-cache-") as cache:
+        run_binary_once(single, default_collection, extra_env={"XDG_CACHE_HOME": cache})
     report.update(
-        {
-            "prebuilt": str(prebuilt),
-            "collections": collections,
-            "default_collection": default_collection,
-            "pyinstaller": pyinstaller_version,
-            "python": platform.python_version(),
-            "platform": f"{platform.system()}-{platform.machine()}",
-            "build_seconds": round(time.perf_counter() - started, 1),
-        }
+        extra,
+        mode="selfextract",
+        cache_key=layout.key,
+        # Unpacked once per user and build (then reused), not at every start.
+        unpacked_at_start_bytes=0,
+        unpacked_at_first_start_bytes=sum(segment.unpacked_bytes for segment in layout.segments),
+        build_seconds=round(time.perf_counter() - started, 1),
     )
-    record = dist / (f"{name}-onedir.build.json" if onedir else f"{name}.build.json")
-    write_json_atomically(record, report)
+    write_json_atomically(dist / f"{name}.build.json", report)
     return report
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="packaging/build.py", description=__doc__.splitlines()[0])
     parser.add_argument("--prebuilt", type=Path, default=REPO_ROOT / "prebuilt_index", help="index directory to bundle")
-    parser.add_argument("--onedir", action="store_true", help="build a folder instead of the single file")
+    modes = parser.add_mutually_exclusive_group()
+    modes.add_argument("--onedir", action="store_true", help="build only the folder, not the single file")
+    modes.add_argument(
+        "--pyinstaller-onefile", action="store_true", help="PyInstaller's onefile (unpacks at every start)"
+    )
     parser.add_argument("--name", default="care-edge", help="executable name (default care-edge)")
     parser.add_argument("--dist", type=Path, default=REPO_ROOT / "dist", help="output directory (default dist/)")
     parser.add_argument("--work", type=Path, default=REPO_ROOT / "build" / "pyinstaller", help="PyInstaller work dir")
@@ -204,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         report = build(
             args.prebuilt.resolve(),
-            onedir=args.onedir,
+            mode="onedir" if args.onedir else "pyinstaller-onefile" if args.pyinstaller_onefile else "selfextract",
             name=args.name,
             dist=args.dist.resolve(),
             work=args.work.resolve(),
@@ -220,6 +257,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         + (
             f"unpacks {report['unpacked_at_start_bytes'] / mib:.1f} MiB at every start, "
             if report["mode"] == "onefile"
+            else f"unpacks {report['unpacked_at_first_start_bytes'] / mib:.1f} MiB once (cache key "
+            f"{report['cache_key']}), "
+            if report["mode"] == "selfextract"
             else ""
         )
         + f"no excluded module; built in {report['build_seconds']:.0f} s"

@@ -1,15 +1,19 @@
 """Start-up time of the care-edge binaries: ``python packaging/measure_startup.py [--runs 5] [--json]``.
 
 Measures ``care-edge search QUERY --json -k 10`` from process start to its first line on stdout ("first result") and
-to process exit, for the onefile binary (``dist/care-edge``), the onedir build (``dist/care-edge-onedir/care-edge``)
+to process exit, for the single file (``dist/care-edge``), the onedir build (``dist/care-edge-onedir/care-edge``)
 and, as a baseline, ``python -m edge`` on the same index; each is measured when it exists. Medians of ``--runs``.
+Every target runs with ``XDG_CACHE_HOME`` set to a scratch directory, so the user's own cache is never used or
+touched.
 
-- cold: every run gets a fresh, empty ``TMPDIR`` (so a onefile start cannot find anything from an earlier one; it
-  never reuses an extraction anyway) and, when allowed (root, writable ``/proc/sys/vm/drop_caches``), the OS page
-  cache is dropped first, so the executable, its libraries and the index are read from disk again. The output says
-  whether the cache was really dropped: without it "cold" only means a fresh extraction directory.
-- warm: one untimed run first, then ``--runs`` runs one after another with everything in the page cache. A onefile
-  start still unpacks its whole archive into a new temporary directory every time: that is what warm measures.
+- first (single file only, the one-time cost after installing or upgrading): an empty cache, a fresh ``TMPDIR`` and,
+  when allowed (root, writable ``/proc/sys/vm/drop_caches``), the OS page cache dropped: the launcher unpacks its
+  payload into the cache, then starts. A PyInstaller onefile (``build.py --pyinstaller-onefile``) pays this at
+  every start, so for it "first" is what "cold" and "warm" measure too.
+- cold: the cache already filled (by one untimed run), a fresh ``TMPDIR`` and the page cache dropped before each
+  run, so the executable, its libraries and the index are read from disk again: a start after a reboot. The output
+  says whether the cache was really dropped: without it "cold" only means a fresh ``TMPDIR``.
+- warm: one untimed run first, then ``--runs`` runs one after another with everything in the page cache.
 
 "CPU time" is the user + system time of the process and its children: on an idle machine it is close to the wall
 time of a warm start; on a busy one (printed: the 1-minute load average) wall times grow and CPU time much less.
@@ -21,6 +25,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -32,6 +37,8 @@ from typing import Any, Sequence
 
 PACKAGING_DIR = Path(__file__).resolve().parent
 REPO_ROOT = PACKAGING_DIR.parent
+sys.path.insert(0, str(PACKAGING_DIR))
+from selfextract import read_layout  # noqa: E402
 DROP_CACHES = Path("/proc/sys/vm/drop_caches")
 DEFAULT_QUERY = "chest pain when breathing"
 RUN_TIMEOUT_S = 120
@@ -47,7 +54,7 @@ class Timing:
 @dataclass(frozen=True)
 class Series:
     target: str
-    condition: str  # "cold" or "warm"
+    condition: str  # "first", "cold" or "warm"
     runs: list[Timing]
     page_cache_dropped: bool
 
@@ -104,22 +111,41 @@ def time_one_run(command: Sequence[str], environment: dict[str, str], cwd: Path)
 
 
 def measure(
-    target: str, command: Sequence[str], base_environment: dict[str, str], *, runs: int, drop_caches: bool
+    target: str,
+    command: Sequence[str],
+    base_environment: dict[str, str],
+    *,
+    runs: int,
+    drop_caches: bool,
+    first_start: bool = False,
 ) -> list[Series]:
     series = []
     with tempfile.TemporaryDirectory(prefix="care-edge-startup-") as scratch_name:
         scratch = Path(scratch_name)
+
+        def fresh(name: str, cache: Path) -> dict[str, str]:
+            (scratch / name).mkdir()
+            return {**base_environment, "TMPDIR": str(scratch / name), "XDG_CACHE_HOME": str(cache)}
+
+        if first_start:
+            first_runs, dropped_every_time = [], True
+            for number in range(runs):
+                environment = fresh(f"first-{number}", scratch / f"first-cache-{number}")
+                dropped_every_time &= drop_page_cache() if drop_caches else False
+                first_runs.append(time_one_run(command, environment, scratch))
+                shutil.rmtree(scratch / f"first-cache-{number}", ignore_errors=True)
+            series.append(Series(target, "first", first_runs, dropped_every_time))
+
+        cache = scratch / "cache"
+        time_one_run(command, fresh("fill", cache), scratch)  # untimed: fills the cache of a single file
         cold_runs, dropped_every_time = [], True
         for number in range(runs):
-            fresh_tmp = scratch / f"cold-{number}"
-            fresh_tmp.mkdir()
+            environment = fresh(f"cold-{number}", cache)
             dropped_every_time &= drop_page_cache() if drop_caches else False
-            cold_runs.append(time_one_run(command, {**base_environment, "TMPDIR": str(fresh_tmp)}, scratch))
+            cold_runs.append(time_one_run(command, environment, scratch))
         series.append(Series(target, "cold", cold_runs, dropped_every_time))
 
-        warm_tmp = scratch / "warm"
-        warm_tmp.mkdir()
-        warm_environment = {**base_environment, "TMPDIR": str(warm_tmp)}
+        warm_environment = fresh("warm", cache)
         time_one_run(command, warm_environment, scratch)  # untimed: fills the page cache
         warm_runs = [time_one_run(command, warm_environment, scratch) for _ in range(runs)]
         series.append(Series(target, "warm", warm_runs, False))
@@ -130,7 +156,8 @@ def targets(args: argparse.Namespace) -> list[tuple[str, list[str], dict[str, st
     """(label, command prefix, extra environment) of every target that exists."""
     found: list[tuple[str, list[str], dict[str, str]]] = []
     if args.onefile.is_file():
-        found.append(("onefile", [str(args.onefile)], {}))
+        label = "onefile" if read_layout(args.onefile) is not None else "pyi-onefile"
+        found.append((label, [str(args.onefile)], {}))
     if args.onedir.is_file():
         found.append(("onedir", [str(args.onedir)], {}))
     record = args.onefile.with_name(args.onefile.name + ".build.json")
@@ -173,7 +200,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         for label, prefix, extra in found:
             command = [*prefix, "search", args.query, "--json", "-k", "10"]
             results += measure(
-                label, command, {**base_environment, **extra}, runs=args.runs, drop_caches=not args.no_drop_caches
+                label,
+                command,
+                {**base_environment, **extra},
+                runs=args.runs,
+                drop_caches=not args.no_drop_caches,
+                first_start=label == "onefile",
             )
     except MeasureError as exc:
         print(f"measure_startup: error: {exc}", file=sys.stderr)
@@ -196,8 +228,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{'target':<16}{'condition':<10}{'first result':>14}{'exit':>10}{'CPU time':>10}  notes")
     for series in results:
         note = ""
-        if series.condition == "cold":
-            note = "fresh TMPDIR, " + ("page cache dropped" if series.page_cache_dropped else "page cache NOT dropped")
+        if series.condition in ("first", "cold"):
+            note = ("empty cache, " if series.condition == "first" else "cache filled, ") if series.target == (
+                "onefile"
+            ) else ""
+            note += "fresh TMPDIR, " + ("page cache dropped" if series.page_cache_dropped else "page cache NOT dropped")
         print(
             f"{series.target:<16}{series.condition:<10}{series.median('first_result_s'):>13.3f}s"
             f"{series.median('exit_s'):>9.3f}s{series.median('cpu_s'):>9.3f}s  {note}"

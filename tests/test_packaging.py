@@ -28,6 +28,7 @@ sys.path.insert(0, str(PACKAGING_DIR))
 
 from archive_report import ArchiveEntry, forbidden_entries, module_name_of  # noqa: E402
 from excluded import EXCLUDED_MODULES, is_excluded  # noqa: E402
+from selfextract import COMPLETE, pack, read_layout  # noqa: E402
 
 BINARY_ENV = "CARE_EDGE_BINARY"
 MAX_ONEFILE_BYTES = 150 * 1024 * 1024
@@ -119,6 +120,119 @@ print("ok")
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.strip() == "ok"
     assert list(tmp_path.iterdir()) == [], "onnxruntime wrote to HOME despite ORT_DISABLE_TELEMETRY"
+
+
+# --------------------------------------------------------------------------------------------------- fast: launcher
+
+
+def _fake_onedir(folder: Path) -> Path:
+    """A stand-in onedir build: an executable ``care-edge`` that prints where it runs from and its arguments, plus
+    data files (one large and incompressible, so both segments hold something) and a symbolic link."""
+    (folder / "_internal" / "prebuilt_index").mkdir(parents=True)
+    executable = folder / "care-edge"
+    executable.write_text('#!/bin/sh\necho "$(dirname "$0")" "$@"\n', encoding="utf-8")
+    executable.chmod(0o755)
+    (folder / "_internal" / "prebuilt_index" / "default.json").write_text('{"collection": "x"}\n', encoding="utf-8")
+    (folder / "_internal" / "big.bin").write_bytes(np.random.default_rng(0).bytes(300_000))
+    (folder / "_internal" / "link.json").symlink_to("prebuilt_index/default.json")
+    return folder
+
+
+def _launch(single: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(single), *args], capture_output=True, text=True, env=env, timeout=60, check=False)
+
+
+def _launcher_env(**extra: str) -> dict[str, str]:
+    environment = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    environment.update(extra)
+    return environment
+
+
+def test_single_file_unpacks_once_into_the_cache_and_reuses_it(tmp_path: Path) -> None:
+    single = tmp_path / "care-edge"
+    layout = pack(_fake_onedir(tmp_path / "onedir"), single)
+    assert read_layout(single) == dataclass_replace_segments(layout)
+    assert len(layout.segments) == 2 and all(segment.members for segment in layout.segments)
+    cache = tmp_path / "cache"
+    first = _launch(single, _launcher_env(XDG_CACHE_HOME=str(cache), HOME=str(tmp_path / "home")), "search", "a b")
+    assert first.returncode == 0 and first.stderr == "", first.stderr
+    unpacked = cache / "care-edge" / "bin" / layout.key
+    assert first.stdout.split() == [str(unpacked), "search", "a", "b"]
+    assert (unpacked / COMPLETE).is_file() and (unpacked / "_internal" / "link.json").is_symlink()
+    assert (unpacked / "_internal" / "big.bin").read_bytes() == (tmp_path / "onedir/_internal/big.bin").read_bytes()
+    assert sorted(path.name for path in (cache / "care-edge" / "bin").iterdir()) == [layout.key]  # no leftovers
+    assert not (tmp_path / "home").exists()
+    # Reused: a start after the payload has gone still runs (it never reads the payload again).
+    marker = unpacked / "_internal" / "prebuilt_index" / "default.json"
+    before = marker.stat().st_mtime_ns
+    again = _launch(single, _launcher_env(XDG_CACHE_HOME=str(cache)), "info")
+    assert again.stdout.split() == [str(unpacked), "info"] and marker.stat().st_mtime_ns == before
+    # Without XDG_CACHE_HOME: $HOME/.cache.
+    home = tmp_path / "home2"
+    home.mkdir()
+    from_home = _launch(single, _launcher_env(HOME=str(home)), "info")
+    assert from_home.stdout.split()[0] == str(home / ".cache" / "care-edge" / "bin" / layout.key)
+
+
+def dataclass_replace_segments(layout):  # read_layout knows offsets and lengths, not sizes or member counts
+    import dataclasses
+
+    return dataclasses.replace(
+        layout,
+        segments=[dataclasses.replace(segment, unpacked_bytes=0, members=0) for segment in layout.segments],
+    )
+
+
+def test_single_file_without_home_uses_a_private_temporary_cache(tmp_path: Path) -> None:
+    single = tmp_path / "care-edge"
+    layout = pack(_fake_onedir(tmp_path / "onedir"), single)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    not_a_directory = tmp_path / "home-is-a-file"  # HOME set but unusable (even for root)
+    not_a_directory.write_text("", encoding="utf-8")
+    for environment in (_launcher_env(TMPDIR=str(scratch)), _launcher_env(TMPDIR=str(scratch), HOME=str(not_a_directory))):
+        result = _launch(single, environment, "info")
+        private = scratch / f"care-edge-{os.getuid()}"
+        assert result.returncode == 0 and result.stdout.split() == [str(private / layout.key), "info"], result.stderr
+        assert stat.S_IMODE(private.stat().st_mode) == 0o700
+    # A directory of that name owned by someone else, or a link, is never used.
+    if os.geteuid() == 0:
+        other = tmp_path / "tmp-other"
+        other.mkdir()
+        planted = other / f"care-edge-{os.getuid()}"
+        planted.symlink_to(scratch)
+        result = _launch(single, _launcher_env(TMPDIR=str(other)), "info")
+        shutil.rmtree(f"/tmp/care-edge-{os.getuid()}/{layout.key}", ignore_errors=True)  # this test's copy only
+        assert result.stdout.split()[0] == f"/tmp/care-edge-{os.getuid()}/{layout.key}"
+
+
+def test_single_file_concurrent_first_starts_share_one_copy(tmp_path: Path) -> None:
+    single = tmp_path / "care-edge"
+    layout = pack(_fake_onedir(tmp_path / "onedir"), single)
+    environment = _launcher_env(XDG_CACHE_HOME=str(tmp_path / "cache"))
+    processes = [
+        subprocess.Popen([str(single), "info"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment)
+        for _ in range(4)
+    ]
+    for process in processes:
+        out, err = process.communicate(timeout=60)
+        assert process.returncode == 0 and out.split()[1:] == [b"info"], err
+    root = tmp_path / "cache" / "care-edge" / "bin"
+    assert [path.name for path in root.iterdir()] == [layout.key]
+    assert sorted(path.name for path in (root / layout.key).iterdir()) == [COMPLETE, "_internal", "care-edge"]
+
+
+def test_truncated_single_file_is_one_line_error_and_leaves_nothing(tmp_path: Path) -> None:
+    single = tmp_path / "care-edge"
+    pack(_fake_onedir(tmp_path / "onedir"), single)
+    data = single.read_bytes()
+    single.write_bytes(data[: len(data) - 1000])
+    cache = tmp_path / "cache"
+    result = _launch(single, _launcher_env(XDG_CACHE_HOME=str(cache), TMPDIR=str(tmp_path / "none")), "info")
+    assert result.returncode == 1 and result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot unpack" in lines[0], result.stderr
+    assert list((cache / "care-edge" / "bin").iterdir()) == []
 
 
 # --------------------------------------------------------------------------------------------------- slow: binary
@@ -309,7 +423,11 @@ def test_opens_no_socket_and_writes_nothing_to_home(binary: Path, tmp_path: Path
     assert len(result.json()["results"]) == 3
     calls = [line for line in trace.read_text(encoding="utf-8").splitlines() if NETWORK_CALL_LINE.match(line)]
     assert calls == [], calls
-    assert list(home.iterdir()) == [], "the binary wrote to HOME (onnxruntime telemetry?)"
+    # The single file's cache (XDG_CACHE_HOME/care-edge/bin/<key>) is the one thing it may write there.
+    written = sorted(path.relative_to(home).as_posix() for path in home.rglob("*") if "/bin/" not in path.as_posix())
+    layout = read_layout(binary)
+    expected = [".cache", ".cache/care-edge", ".cache/care-edge/bin"] if layout is not None else []
+    assert written == expected, "the binary wrote to HOME (onnxruntime telemetry?)"
 
 
 @pytest.fixture()
