@@ -124,3 +124,5 @@ def test_e5_exports_to_onnx_and_int8(tmp_path):
     parity = manifest["created"]["parity"]
     assert parity["min_cosine_onnx_fp32_vs_torch"] >= 0.999
     assert parity["min_cosine_onnx_int8_vs_torch"] >= 0.99
+    # The BERT fusions must have matched every layer: that is where the encode speed-up comes from.
+    assert manifest["created"]["fused_operators"].get("Attention") == 12, manifest["created"]["fused_operators"]

@@ -4,8 +4,10 @@
         --aligned-to COLLECTION_DIR [--max-tokens 64] [--name NAME]
 
 One graph, dynamic batch and sequence: `input_ids`, `attention_mask` -> mean pool -> projection (if the model folder
-holds `projection.safetensors`) -> L2 normalise -> `embedding`. It is exported in fp32, checked against torch,
-quantised to INT8 (dynamic, per-channel) and checked again; the parity figures go into the manifest.
+holds `projection.safetensors`) -> L2 normalise -> `embedding`. It is exported in fp32, checked against torch, fused
+with onnxruntime's BERT fusions (Attention, SkipLayerNormalization, BiasGelu), quantised to INT8 (dynamic,
+per-channel; the fused Attention becomes QAttention) and checked again; the parity figures and the fused operator
+counts go into the manifest.
 """
 
 from __future__ import annotations
@@ -82,9 +84,20 @@ def _tokenize(tokenizer_path: Path, texts: Sequence[str], prompt: str, max_token
     return ids, mask
 
 
+def use_eager_attention(model) -> None:
+    """Trace attention as explicit MatMul / Softmax ops: onnxruntime's attention fusion matches that pattern, not
+    what torch's scaled_dot_product_attention exports to (the numbers are the same in torch, cosine 1.0)."""
+    backbone = model.backbone
+    if hasattr(backbone, "set_attn_implementation"):
+        backbone.set_attn_implementation("eager")
+    else:  # transformers releases without the setter read the private config field
+        backbone.config._attn_implementation = "eager"
+
+
 def export_onnx(model, path: Path, sample_ids: np.ndarray, sample_mask: np.ndarray) -> None:
     import torch
 
+    use_eager_attention(model)
     with torch.no_grad():
         torch.onnx.export(
             model,
@@ -99,10 +112,31 @@ def export_onnx(model, path: Path, sample_ids: np.ndarray, sample_mask: np.ndarr
         )
 
 
+def fuse_transformer(src: Path, dst: Path, *, num_heads: int, hidden_size: int) -> dict[str, int]:
+    """Fuse each layer's attention, residual + LayerNorm and bias + GELU into single onnxruntime contrib ops on the
+    fp32 graph, so that quantisation sees an Attention op (QKV as one weight -> one QAttention INT8 GEMM) and the
+    INT8 file has 301 nodes instead of 1,572 (e5-small, measured with `care-edge bench`: encode p50 12-15% lower on
+    1 thread, encoder load about halved, recall@10 unchanged). opt_level=0 applies only these pattern fusions and
+    bakes no onnxruntime-level or CPU-specific rewrites into the file; the runtime session still applies its own at
+    load. Returns the fused
+    operator counts (an empty Attention count means the pattern was not recognised: the graph stays correct,
+    just slower)."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    optimized = optimize_model(str(src), model_type="bert", num_heads=num_heads, hidden_size=hidden_size,
+                               opt_level=0)
+    optimized.save_model_to_file(str(dst))
+    return {op: int(count) for op, count in optimized.get_fused_operator_statistics().items() if count}
+
+
 def quantize_int8(src: Path, dst: Path) -> None:
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(src), str(dst), per_channel=True, weight_type=QuantType.QInt8)
+    # Per-tensor weights cost 0.01 of cosine (0.986 vs 0.996 against torch); per-channel costs no measurable speed.
+    # The fused contrib ops have no ONNX shape inference, so the MatMuls fed by them need a default element type.
+    quantize_dynamic(str(src), str(dst), per_channel=True, weight_type=QuantType.QInt8,
+                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
 
 
 def onnx_vectors(path: Path, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -137,8 +171,13 @@ def export_query_encoder(
         fp32 = staging / "model.fp32.onnx"
         export_onnx(model, fp32, ids, mask)
         cos_fp32 = float(np.min(np.sum(onnx_vectors(fp32, ids, mask) * reference, axis=1)))
-        quantize_int8(fp32, staging / "model.onnx")
+        fused = staging / "model.fused.onnx"
+        backbone_config = model.backbone.config
+        fusions = fuse_transformer(fp32, fused, num_heads=int(backbone_config.num_attention_heads),
+                                   hidden_size=int(backbone_config.hidden_size))
         fp32.unlink()
+        quantize_int8(fused, staging / "model.onnx")
+        fused.unlink()
         cos_int8_all = np.sum(onnx_vectors(staging / "model.onnx", ids, mask) * reference, axis=1)
         shutil.copy(model_dir / "tokenizer.json", staging / "tokenizer.json")
         fmt.write_encoder_config(
@@ -150,6 +189,7 @@ def export_query_encoder(
         created["parity"] = {"texts": len(parity_texts), "min_cosine_onnx_fp32_vs_torch": round(cos_fp32, 5),
                              "min_cosine_onnx_int8_vs_torch": round(float(cos_int8_all.min()), 5),
                              "mean_cosine_onnx_int8_vs_torch": round(float(cos_int8_all.mean()), 5)}
+        created["fused_operators"] = fusions
         pruning = model_dir / "vocab_pruning.json"
         if pruning.exists():
             created["vocab_pruning"] = json.loads(pruning.read_text())
