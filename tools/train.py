@@ -7,6 +7,7 @@
         [--stage1-epochs 1] [--stage2-epochs 1]          # stage1 -> stage2 -> export, each skipped once complete
     python -m tools.train teacher stage1|stage2 [--shard i/N]   # only compute the teacher vectors a stage needs
     python -m tools.train bench --student E5_DIR [--layers 6] [--steps 6]   # seconds per stage-I step, no teacher
+    python -m tools.train alignment --encoder-dir DIR [--tasks cmedir-retrieval,...]  # held-out cosine to the LLM
 
 Stage I (alignment): unlabeled, mostly query-like texts (``tools.train_data.stage1_data``). Target = the LLM's
 vector of the same text under its *query* prompt. Loss = ``mse_weight * |s - t|^2 + nce_weight * InfoNCE`` of the
@@ -216,9 +217,7 @@ def _finish(model: torch.nn.Module, config: CommonConfig, run_dir: Path, phases:
 
 
 def _open_teacher(config: CommonConfig):
-    from tools.teacher import Teacher
-
-    return Teacher(config.encoder, config.cache_dir, config.threads)
+    return _open_teacher_spec(config.encoder, config.cache_dir, config.threads)
 
 
 # ------------------------------------------------------------------------------------------------ stage I
@@ -542,6 +541,33 @@ def precompute_teacher(stage: str, config: CommonConfig, shard) -> dict[str, int
     return report
 
 
+def alignment_cosine(encoder_dir: Path, tasks: Sequence[str], config_dir: Path | None, cache_dir: Path | None,
+                     encoder_spec: str = "embeddinggemma") -> dict[str, Any]:
+    """Held-out alignment: cosine of an exported query encoder's INT8 vectors (one query per call, as a device
+    encodes) to the LLM's query-prompt vectors of the same evaluation queries, per task."""
+    from edge.encoder import QueryEncoder
+    from tools.tasks import load_task
+
+    teacher = _open_teacher_spec(encoder_spec, cache_dir)
+    encoder = QueryEncoder.open(encoder_dir)
+    report: dict[str, Any] = {"encoder": str(encoder_dir), "dims": encoder.dims}
+    for name in tasks:
+        queries = list(dict.fromkeys(load_task(name, config_dir).queries.values()))
+        target = teacher.vectors(queries, "query", encoder.dims, "error", False, what=f"{name} queries")
+        student = np.concatenate([encoder.encode([q]).vectors for q in queries])
+        cosine = np.sum(student * target, axis=1)
+        report[name] = {"queries": len(queries), "mean_cosine": round(float(cosine.mean()), 4),
+                        "p10_cosine": round(float(np.percentile(cosine, 10)), 4)}
+    teacher.close()
+    return report
+
+
+def _open_teacher_spec(spec: str, cache_dir: Path | None, threads: int | None = None):
+    from tools.teacher import Teacher
+
+    return Teacher(spec, cache_dir, threads)
+
+
 def bench_steps(student_dir: Path, *, layers: int | None, steps: int, batch_size: int, max_tokens: int, dims: int,
                 texts: Sequence[str], threads: int | None, seed: int = 0) -> dict[str, Any]:
     """Seconds per stage-I training step (forward + backward + AdamW) on real texts with random unit targets: the
@@ -708,6 +734,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-negative-docs", type=_cap, default=None)
     p.add_argument("--sources", type=_name_list, help="the stage's sources (default: all of them)")
 
+    p = sub.add_parser("alignment", help="held-out cosine of an exported encoder to the LLM's query vectors")
+    p.add_argument("--encoder-dir", type=Path, required=True, help="an exported query-encoder folder")
+    p.add_argument("--tasks", type=_name_list, default=("cmedir-retrieval", "icd-coding-de", "icd-coding-zh"))
+    p.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data")
+    p.add_argument("--cache-dir", type=Path)
+    p.add_argument("--encoder", default="embeddinggemma")
+
     p = sub.add_parser("bench", help="seconds per stage-I step (random targets, no teacher)")
     p.add_argument("--student", type=Path, required=True)
     p.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data")
@@ -784,6 +817,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             cls = Stage2Config if args.stage == "stage2" else Stage1Config
             config = _config_from(args, cls, steps=1, sources=args.sources or cls.sources)
             print(json.dumps(precompute_teacher(args.stage, config, shard)))
+        elif args.command == "alignment":
+            print(json.dumps(alignment_cosine(args.encoder_dir, args.tasks, args.data_dir, args.cache_dir,
+                                              args.encoder)))
         elif args.command == "bench":
             texts = train_data.stage1_data(args.data_dir, max_per_source=max(args.batch_size, 200),
                                            documents=50).texts
