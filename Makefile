@@ -6,7 +6,7 @@ PIP := $(VPY) -m pip install -q --disable-pip-version-check
 # A portable llama.cpp build (no -march=native), so a wheel built here runs on other x86-64 CPUs.
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
-.PHONY: run test test-slow setup-runtime setup-test setup-tools models bootstrap prebuilt bench package package-smoke clean
+.PHONY: run test test-slow setup-runtime setup-test setup-tools models bootstrap prebuilt e5-symmetric care-eval prebuilt-install bench package package-smoke clean
 
 $(VPY):
 	$(PY) -m venv $(VENV)
@@ -51,13 +51,16 @@ bootstrap: setup-tools
 		--dims 384 --dtype f16 --expansion-search 512 --out prebuilt_index/icd10
 	printf '{"collection": "cmed-zh", "query_encoder": "query_encoder"}\n' > prebuilt_index/default.json
 
-# The shipped default (CARE), from the models and ../shared/data: EmbeddingGemma GGUF document vectors, the two
-# training stages, INT8 export, then the collections. Every step resumes where it stopped (text-keyed vector cache,
+# CARE, from the models and ../shared/data: EmbeddingGemma GGUF document vectors, the two training stages, INT8
+# export, then the collections, all into $(CARE_RUN). Every step resumes where it stopped (text-keyed vector cache,
 # training checkpoints, finished stages skipped); about 2 hours on 2 free cores. `seed-cache` first puts back the
-# document vectors of an already shipped full-dims default, so a fresh machine does not re-embed them.
+# document vectors of an installed full-dims CARE default, so a fresh machine does not re-embed them.
+# `make care-eval` evaluates it against BM25, e5 and the LLM in one run; `make prebuilt-install` makes it the
+# shipped default (not done yet: it misses the bars, see README).
 CACHE_DIR = $${CARE_EDGE_CACHE:-$$HOME/.cache/care-edge}
 CARE_RUN = $(CACHE_DIR)/runs/care
 CARE_DIMS = 768
+EVAL_TASKS = cmedir-retrieval,icd-coding-es,icd-coding-fr,icd-coding-pt,icd-coding-de,icd-coding-zh,kuake-qqr-sts
 prebuilt: setup-tools models
 	-$(VPY) -m tools.build_index seed-cache prebuilt_index/cmedir-titles prebuilt_index/icd10
 	test -d $(E5_PRUNED) || $(VPY) -m tools.vocab prune --model $(E5) --out $(E5_PRUNED)
@@ -67,12 +70,27 @@ prebuilt: setup-tools models
 		--max-per-source 1200 --documents 1000 --document-chars 64 --epochs 1.5
 	$(VPY) -m tools.train stage2 --student $(CARE_RUN)/stage1 --out $(CARE_RUN)/stage2 --max-per-source 1500 \
 		--sources cmedir,kuake,chip,icd --negative-corpora cmedir-titles,icd10 --epochs 2
-	$(VPY) -m tools.train export --student $(CARE_RUN)/stage2 --out $(CARE_RUN)/query_encoder
+	test -d $(CARE_RUN)/qe-stage1 || $(VPY) -m tools.train export --student $(CARE_RUN)/stage1 \
+		--out $(CARE_RUN)/qe-stage1 --name care-stage1
+	test -d $(CARE_RUN)/query_encoder || $(VPY) -m tools.train export --student $(CARE_RUN)/stage2 \
+		--out $(CARE_RUN)/query_encoder
 	$(VPY) -m tools.build_index build --corpus cmedir-titles --out $(CARE_RUN)/cmedir-titles --dims $(CARE_DIMS) \
 		--dtype f16 --expansion-search 128
 	$(VPY) -m tools.build_index build --corpus icd10 --out $(CARE_RUN)/icd10 --dims $(CARE_DIMS) \
 		--dtype f16 --expansion-search 512
-	rm -rf prebuilt_index/query_encoder prebuilt_index/cmedir-titles prebuilt_index/icd10
+
+# The symmetric e5 baseline the evaluation compares with (the bootstrap's encoder, exported the same way).
+e5-symmetric: setup-tools models
+	test -d $(CARE_RUN)/e5-symmetric || $(VPY) -m tools.export --model $(E5_PRUNED) --out $(CARE_RUN)/e5-symmetric \
+		--prompt "query: " --max-tokens 64 --symmetric-passage-prompt "passage: " --name multilingual-e5-small-int8
+
+care-eval: prebuilt e5-symmetric
+	$(VPY) -m tools.evaluate --tasks $(EVAL_TASKS) --systems bm25,e5,llm,care,hybrid \
+		--e5-encoder $(CARE_RUN)/e5-symmetric --care-encoder $(CARE_RUN)/qe-stage1,$(CARE_RUN)/query_encoder \
+		--latency-queries 100 --out prebuilt_index/reports --name eval-care
+
+prebuilt-install: prebuilt
+	rm -rf prebuilt_index/query_encoder prebuilt_index/cmed-zh prebuilt_index/cmedir-titles prebuilt_index/icd10
 	cp -r $(CARE_RUN)/query_encoder $(CARE_RUN)/cmedir-titles $(CARE_RUN)/icd10 prebuilt_index/
 	printf '{"collection": "cmedir-titles", "query_encoder": "query_encoder"}\n' > prebuilt_index/default.json
 	$(VENV)/bin/care-edge info --verify
