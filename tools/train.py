@@ -217,7 +217,9 @@ def _finish(model: torch.nn.Module, config: CommonConfig, run_dir: Path, phases:
 
 
 def _open_teacher(config: CommonConfig):
-    return _open_teacher_spec(config.encoder, config.cache_dir, config.threads)
+    from tools.teacher import Teacher
+
+    return Teacher(config.encoder, config.cache_dir, config.threads)
 
 
 # ------------------------------------------------------------------------------------------------ stage I
@@ -541,18 +543,19 @@ def precompute_teacher(stage: str, config: CommonConfig, shard) -> dict[str, int
     return report
 
 
-def alignment_cosine(encoder_dir: Path, tasks: Sequence[str], config_dir: Path | None, cache_dir: Path | None,
+def alignment_cosine(encoder_dir: Path, tasks: Sequence[str], data_dir: Path | None, cache_dir: Path | None,
                      encoder_spec: str = "embeddinggemma") -> dict[str, Any]:
     """Held-out alignment: cosine of an exported query encoder's INT8 vectors (one query per call, as a device
     encodes) to the LLM's query-prompt vectors of the same evaluation queries, per task."""
     from edge.encoder import QueryEncoder
     from tools.tasks import load_task
+    from tools.teacher import Teacher
 
-    teacher = _open_teacher_spec(encoder_spec, cache_dir)
+    teacher = Teacher(encoder_spec, cache_dir, None)
     encoder = QueryEncoder.open(encoder_dir)
     report: dict[str, Any] = {"encoder": str(encoder_dir), "dims": encoder.dims}
     for name in tasks:
-        queries = list(dict.fromkeys(load_task(name, config_dir).queries.values()))
+        queries = list(dict.fromkeys(load_task(name, data_dir).queries.values()))
         target = teacher.vectors(queries, "query", encoder.dims, "error", False, what=f"{name} queries")
         student = np.concatenate([encoder.encode([q]).vectors for q in queries])
         cosine = np.sum(student * target, axis=1)
@@ -560,12 +563,6 @@ def alignment_cosine(encoder_dir: Path, tasks: Sequence[str], config_dir: Path |
                         "p10_cosine": round(float(np.percentile(cosine, 10)), 4)}
     teacher.close()
     return report
-
-
-def _open_teacher_spec(spec: str, cache_dir: Path | None, threads: int | None = None):
-    from tools.teacher import Teacher
-
-    return Teacher(spec, cache_dir, threads)
 
 
 def bench_steps(student_dir: Path, *, layers: int | None, steps: int, batch_size: int, max_tokens: int, dims: int,
