@@ -60,20 +60,27 @@ bootstrap: setup-tools
 CACHE_DIR = $${CARE_EDGE_CACHE:-$$HOME/.cache/care-edge}
 CARE_RUN = $(CACHE_DIR)/runs/care
 CARE_DIMS = 768
-EVAL_TASKS = cmedir-retrieval,icd-coding-es,icd-coding-fr,icd-coding-pt,icd-coding-de,icd-coding-zh,kuake-qqr-sts
+EVAL_TASKS = cmedir-retrieval,cmedir-rerank,icd-coding-es,icd-coding-fr,icd-coding-pt,icd-coding-de,icd-coding-zh,\
+	kuake-qqr-sts,chip-sts,chip-pairclass,icd-chapter-cluster
 prebuilt: setup-tools models
 	-$(VPY) -m tools.build_index seed-cache prebuilt_index/cmedir-titles prebuilt_index/icd10
 	test -d $(E5_PRUNED) || $(VPY) -m tools.vocab prune --model $(E5) --out $(E5_PRUNED)
 	$(VPY) -m tools.build_index embed --corpus cmedir-titles
 	$(VPY) -m tools.build_index embed --corpus icd10
 	$(VPY) -m tools.train stage1 --student $(E5_PRUNED) --out $(CARE_RUN)/stage1 --dims $(CARE_DIMS) \
-		--max-per-source 1200 --documents 1000 --document-chars 64 --epochs 1.5
-	$(VPY) -m tools.train stage2 --student $(CARE_RUN)/stage1 --out $(CARE_RUN)/stage2 --max-per-source 1500 \
-		--sources cmedir,kuake,chip,icd --negative-corpora cmedir-titles,icd10 --epochs 2
+		--max-per-source 1200 --documents 1000 --document-chars 64 --epochs 1.5 --resume
+	$(VPY) -m tools.train stage2 --student $(CARE_RUN)/stage1 --out $(CARE_RUN)/stage2b --max-per-source 1500 \
+		--source-caps cmedir=0,icd=8000 --sources cmedir,kuake,chip,icd --negative-corpora cmedir-titles,icd10 \
+		--epochs 2 --resume
+	$(VPY) -m tools.train stage2 --student $(CARE_RUN)/stage2b --out $(CARE_RUN)/stage2c --max-per-source 1000 \
+		--source-caps cmedir=0,icd=3000 --sources cmedir,kuake,chip,icd --negative-corpora cmedir-titles,icd10 \
+		--epochs 2.5 --resume
 	test -d $(CARE_RUN)/qe-stage1 || $(VPY) -m tools.train export --student $(CARE_RUN)/stage1 \
 		--out $(CARE_RUN)/qe-stage1 --name care-stage1
-	test -d $(CARE_RUN)/query_encoder || $(VPY) -m tools.train export --student $(CARE_RUN)/stage2 \
-		--out $(CARE_RUN)/query_encoder
+	test -d $(CARE_RUN)/qe-stage2b || $(VPY) -m tools.train export --student $(CARE_RUN)/stage2b \
+		--out $(CARE_RUN)/qe-stage2b --name care-stage2b
+	test -d $(CARE_RUN)/qe-stage2c || $(VPY) -m tools.train export --student $(CARE_RUN)/stage2c \
+		--out $(CARE_RUN)/qe-stage2c
 	$(VPY) -m tools.build_index build --corpus cmedir-titles --out $(CARE_RUN)/cmedir-titles --dims $(CARE_DIMS) \
 		--dtype f16 --expansion-search 128
 	$(VPY) -m tools.build_index build --corpus icd10 --out $(CARE_RUN)/icd10 --dims $(CARE_DIMS) \
@@ -86,12 +93,13 @@ e5-symmetric: setup-tools models
 
 care-eval: prebuilt e5-symmetric
 	$(VPY) -m tools.evaluate --tasks $(EVAL_TASKS) --systems bm25,e5,llm,care,hybrid \
-		--e5-encoder $(CARE_RUN)/e5-symmetric --care-encoder $(CARE_RUN)/qe-stage1,$(CARE_RUN)/query_encoder \
-		--latency-queries 100 --out prebuilt_index/reports --name eval-care
+		--e5-encoder $(CARE_RUN)/e5-symmetric --care-encoder $(CARE_RUN)/qe-stage1,$(CARE_RUN)/qe-stage2b,$(CARE_RUN)/qe-stage2c \
+		--latency-queries 100 --threads 2 --out prebuilt_index/reports --name eval-care
 
 prebuilt-install: prebuilt
 	rm -rf prebuilt_index/query_encoder prebuilt_index/cmed-zh prebuilt_index/cmedir-titles prebuilt_index/icd10
-	cp -r $(CARE_RUN)/query_encoder $(CARE_RUN)/cmedir-titles $(CARE_RUN)/icd10 prebuilt_index/
+	cp -r $(CARE_RUN)/qe-stage2c prebuilt_index/query_encoder
+	cp -r $(CARE_RUN)/cmedir-titles $(CARE_RUN)/icd10 prebuilt_index/
 	printf '{"collection": "cmedir-titles", "query_encoder": "query_encoder"}\n' > prebuilt_index/default.json
 	$(VENV)/bin/care-edge info --verify
 

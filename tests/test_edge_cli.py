@@ -265,16 +265,17 @@ def test_info_verify_names_the_bad_file(run_cli, tiny_copy) -> None:
 
 
 def test_bench_json(run_cli, tiny) -> None:
-    result = run_cli("bench", "--json", "--threads", "2")
+    result = run_cli("bench", "--json", "--threads", "2", "--intra-op-threads", "2")
     assert result.returncode == 0, result.stderr
     report = result.json()
     assert set(report) == {
-        "index", "encoder", "n_queries", "threads", "k", "open_ms", "encoder_load_ms", "end_to_end_ms", "stages_ms", "qps_1_thread", "qps_n_threads",
+        "index", "encoder", "n_queries", "threads", "intra_op_threads", "k", "open_ms", "encoder_load_ms", "end_to_end_ms", "stages_ms", "qps_1_thread", "qps_n_threads",
         "recall_at_10", "peak_rss_mb", "truncated_queries", "warmup_queries",
     }
     assert report["index"] == {"name": "tiny", "path": str(tiny.collection)}
     assert report["encoder"]["name"] == "tiny-query-encoder"
     assert report["n_queries"] == len(tiny.bench_queries) and report["threads"] == 2
+    assert report["intra_op_threads"] == 2
     assert set(report["stages_ms"]) == set(STAGES)
     for values in [*report["stages_ms"].values(), report["end_to_end_ms"]]:
         assert set(values) == {"p50", "p95", "p99"}

@@ -19,7 +19,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from edge import manifest as fmt  # noqa: E402
-from tools import losses, negatives, splits, train, train_data, train_state  # noqa: E402
+from tools import corpora, losses, negatives, splits, train, train_data, train_state  # noqa: E402
 from tools import student as st  # noqa: E402
 from tools.corpora import DEFAULT_DATA_DIR  # noqa: E402
 from tools.train_loop import batch_rows, linear_schedule, steps_for  # noqa: E402
@@ -140,6 +140,19 @@ def test_capped_choice_does_not_depend_on_order() -> None:
     assert set(train_data.capped(items[::-1], 10, seed=1, key=lambda t: t)) == set(chosen)
     assert set(train_data.capped(items, 10, seed=2, key=lambda t: t)) != set(chosen)
     assert train_data.capped(items, None, seed=1, key=lambda t: t) == items
+
+
+def test_a_source_cap_overrides_the_common_cap_for_that_source_only() -> None:
+    sources = ("kuake", "chip")
+    common = train_data.stage2_data(max_per_source=6, negative_corpora=(), sources=sources).counts()
+    assert common == {"kuake": 6, "chip": 6}
+    counts = train_data.stage2_data(max_per_source=6, negative_corpora=(), sources=sources,
+                                    source_caps={"chip": 10}).counts()
+    assert counts == {"kuake": 6, "chip": 10}
+    assert train.build_parser().parse_args(["teacher", "stage2", "--source-caps", "chip=10,kuake=0"]).source_caps \
+        == (("chip", 10), ("kuake", None))
+    with pytest.raises(corpora.DataError, match="unknown"):
+        train_data.stage2_data(max_per_source=6, negative_corpora=(), sources=sources, source_caps={"chipp": 1})
 
 
 def test_step_log_is_cut_back_to_the_checkpoint(tmp_path: Path) -> None:

@@ -39,7 +39,8 @@ after the current step with a checkpoint. ``--detach`` starts the same command i
 output in ``OUT/train.out``, pid in ``OUT/train.pid``) and returns at once.
 
 ``--sources`` restricts a stage to some of its data sources, ``--max-per-source`` caps each (20,000 by default, so
-ICD-10's 78k multilingual names do not swamp the rest). ``--threads`` sets torch's and llama.cpp's threads; on a
+ICD-10's 78k multilingual names do not swamp the rest); ``--source-caps cmedir=0,icd=8000`` overrides it per source
+(0 = every item). ``--threads`` sets torch's and llama.cpp's threads; on a
 machine whose cores other jobs already keep busy, ``--threads 1`` is much faster than oversubscribing them.
 """
 
@@ -91,6 +92,7 @@ class CommonConfig:
     lr: float = 5e-5
     max_tokens: int = 32
     max_per_source: int | None = 20000
+    source_caps: tuple[tuple[str, int | None], ...] = ()  # per-source overrides of max_per_source
     seed: int = 0
     checkpoint_every: int = 200
     log_every: int = 10
@@ -235,7 +237,7 @@ def stage1_texts(config: Stage1Config) -> train_data.Stage1Data:
         extra = [line.strip() for line in lines if line.strip()]
     return train_data.stage1_data(config.data_dir, max_per_source=config.max_per_source, documents=config.documents,
                                   document_chars=config.document_chars, seed=config.seed, extra_texts=extra,
-                                  sources=config.sources)
+                                  sources=config.sources, source_caps=dict(config.source_caps))
 
 
 def stage1_batches(texts: Sequence[str], targets: torch.Tensor, config: Stage1Config, tokenize):
@@ -428,7 +430,7 @@ def train_stage2(config: Stage2Config) -> StageResult:
     data = train_data.stage2_data(config.data_dir, max_per_source=config.max_per_source,
                                   negative_corpora=config.negative_corpora,
                                   max_negative_documents=config.max_negative_docs, seed=config.seed,
-                                  sources=config.sources)
+                                  sources=config.sources, source_caps=dict(config.source_caps))
     if len(data.pairs) < 2:
         raise BadInput("stage II has fewer than 2 training pairs")
     queries = data.queries
@@ -533,7 +535,8 @@ def precompute_teacher(stage: str, config: CommonConfig, shard) -> dict[str, int
         data = train_data.stage2_data(config.data_dir, max_per_source=config.max_per_source,
                                       negative_corpora=config.negative_corpora,  # type: ignore[attr-defined]
                                       max_negative_documents=config.max_negative_docs,  # type: ignore[attr-defined]
-                                      seed=config.seed, sources=config.sources)
+                                      seed=config.seed, sources=config.sources,  # type: ignore[attr-defined]
+                                      source_caps=dict(config.source_caps))
         needed = {"query": data.queries, "document": data.documents}
     report = {}
     for side, texts in needed.items():
@@ -618,6 +621,16 @@ def _cap(text: str) -> int | None:
     return value or None
 
 
+def _source_caps(text: str) -> tuple[tuple[str, int | None], ...]:
+    caps = []
+    for item in _name_list(text):
+        name, sep, value = item.partition("=")
+        if not sep or not value.strip().isdigit():
+            raise argparse.ArgumentTypeError(f"expected SOURCE=N items (N >= 0), got {item!r}")
+        caps.append((name.strip(), int(value) or None))
+    return tuple(caps)
+
+
 def _name_list(text: str) -> tuple[str, ...]:
     return () if text.strip() in ("", "none") else tuple(p.strip() for p in text.split(",") if p.strip())
 
@@ -635,6 +648,8 @@ def _add_common(p: argparse.ArgumentParser, *, stage: str | None, paths: bool = 
     p.add_argument("--batch-size", type=_positive_int, default=64)
     p.add_argument("--lr", type=float, default=5e-5)
     p.add_argument("--max-per-source", type=_cap, default=20000, help="cap per data source (0 = none)")
+    p.add_argument("--source-caps", type=_source_caps, default=(),
+                   help="per-source caps overriding --max-per-source, e.g. cmedir=0,icd=8000 (0 = none)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint-every", type=_positive_int, default=200, help="steps between checkpoints")
     p.add_argument("--log-every", type=_positive_int, default=10, help="steps per train_log.jsonl line")

@@ -46,6 +46,11 @@ def capped(items: Iterable[T], cap: int | None, seed: int, key: Callable[[T], st
     return [item for i, item in enumerate(items) if i in chosen]
 
 
+def _cap_of(source: str, default: int | None, source_caps: Mapping[str, int | None] | None) -> int | None:
+    """A source's own cap where ``source_caps`` names it (None = no cap), else the common ``max_per_source``."""
+    return source_caps[source] if source_caps and source in source_caps else default
+
+
 def cut_document(text: str, max_chars: int) -> str:
     """A document's head as a query-length text: the first line, cut to ``max_chars``."""
     first = text.strip().splitlines()[0] if text.strip() else ""
@@ -120,12 +125,15 @@ def stage1_data(
     seed: int = 0,
     extra_texts: Sequence[str] = (),
     sources: Sequence[str] = STAGE1_SOURCES,
+    source_caps: Mapping[str, int | None] | None = None,
 ) -> Stage1Data:
     """The stage-I texts. ``extra_texts`` (a user's own unlabeled queries) are added uncapped, as source "extra"."""
+    if source_caps:
+        check_sources(list(source_caps), STAGE1_SOURCES, "stage-I")
     by_source = stage1_source_texts(data_dir, documents, document_chars, seed, sources)
     texts: dict[str, str] = {}
     for source, candidates in by_source.items():
-        for text in capped(candidates, max_per_source, seed, key=lambda t: t):
+        for text in capped(candidates, _cap_of(source, max_per_source, source_caps), seed, key=lambda t: t):
             if text.strip():
                 texts.setdefault(text, source)
     for text in extra_texts:
@@ -226,13 +234,17 @@ def stage2_data(
     max_negative_documents: int | None = None,
     seed: int = 0,
     sources: Sequence[str] = STAGE2_SOURCES,
+    source_caps: Mapping[str, int | None] | None = None,
 ) -> Stage2Data:
     """The stage-II pairs and the document pool (positives first, then the negative corpora's documents)."""
+    if source_caps:
+        check_sources(list(source_caps), STAGE2_SOURCES, "stage-II")
     by_source = stage2_source_pairs(data_dir, sources)
     pairs: list[Pair] = []
     seen: set[tuple[str, str]] = set()
-    for candidates in by_source.values():
-        for pair in capped(candidates, max_per_source, seed, key=lambda p: f"{p.query}\x1f{p.document}"):
+    for source, candidates in by_source.items():
+        cap = _cap_of(source, max_per_source, source_caps)
+        for pair in capped(candidates, cap, seed, key=lambda p: f"{p.query}\x1f{p.document}"):
             if pair.query.strip() and pair.document.strip() and (pair.query, pair.document) not in seen:
                 seen.add((pair.query, pair.document))
                 pairs.append(pair)
