@@ -60,13 +60,14 @@ bootstrap: setup-tools
 CACHE_DIR = $${CARE_EDGE_CACHE:-$$HOME/.cache/care-edge}
 CARE_RUN = $(CACHE_DIR)/runs/care
 CARE_DIMS = 768
-EVAL_TASKS = cmedir-retrieval,cmedir-rerank,icd-coding-es,icd-coding-fr,icd-coding-pt,icd-coding-de,icd-coding-zh,\
+EVAL_TASKS = cmedir-retrieval,cmedir-rerank,toyhom-qa,icd-coding-es,icd-coding-fr,icd-coding-pt,icd-coding-de,icd-coding-zh,\
 	kuake-qqr-sts,chip-sts,chip-pairclass,icd-chapter-cluster
 prebuilt: setup-tools models
-	-$(VPY) -m tools.build_index seed-cache prebuilt_index/cmedir-titles prebuilt_index/icd10
+	-$(VPY) -m tools.build_index seed-cache prebuilt_index/cmed-zh prebuilt_index/icd10
 	test -d $(E5_PRUNED) || $(VPY) -m tools.vocab prune --model $(E5) --out $(E5_PRUNED)
 	$(VPY) -m tools.build_index embed --corpus cmedir-titles
 	$(VPY) -m tools.build_index embed --corpus icd10
+	$(VPY) -m tools.build_index embed --corpus cmed-zh
 	$(VPY) -m tools.train stage1 --student $(E5_PRUNED) --out $(CARE_RUN)/stage1 --dims $(CARE_DIMS) \
 		--max-per-source 1200 --documents 1000 --document-chars 64 --epochs 1.5 --resume
 	$(VPY) -m tools.train stage2 --student $(CARE_RUN)/stage1 --out $(CARE_RUN)/stage2b --max-per-source 1500 \
@@ -85,6 +86,8 @@ prebuilt: setup-tools models
 		--dtype f16 --expansion-search 128
 	$(VPY) -m tools.build_index build --corpus icd10 --out $(CARE_RUN)/icd10 --dims $(CARE_DIMS) \
 		--dtype f16 --expansion-search 512
+	$(VPY) -m tools.build_index build --corpus cmed-zh --out $(CARE_RUN)/cmed-zh --dims $(CARE_DIMS) \
+		--dtype f16 --expansion-search 128
 
 # The symmetric e5 baseline the evaluation compares with (the bootstrap's encoder, exported the same way).
 e5-symmetric: setup-tools models
@@ -99,8 +102,8 @@ care-eval: prebuilt e5-symmetric
 prebuilt-install: prebuilt
 	rm -rf prebuilt_index/query_encoder prebuilt_index/cmed-zh prebuilt_index/cmedir-titles prebuilt_index/icd10
 	cp -r $(CARE_RUN)/qe-stage2c prebuilt_index/query_encoder
-	cp -r $(CARE_RUN)/cmedir-titles $(CARE_RUN)/icd10 prebuilt_index/
-	printf '{"collection": "cmedir-titles", "query_encoder": "query_encoder"}\n' > prebuilt_index/default.json
+	cp -r $(CARE_RUN)/cmed-zh $(CARE_RUN)/icd10 prebuilt_index/
+	printf '{"collection": "cmed-zh", "query_encoder": "query_encoder"}\n' > prebuilt_index/default.json
 	$(VENV)/bin/care-edge info --verify
 
 bench: setup-runtime
