@@ -80,7 +80,6 @@ def compare(student_dir: Path, encoder_dir: Path, tasks: Sequence[str], *, cache
             "int8": outcome.metrics["int8"],
             "int8_minus_fp32_points": round(100 * (outcome.metrics["int8"][metric] - outcome.metrics["fp32"][metric]), 2),
         }
-    gguf.close()
     return report
 
 
