@@ -163,7 +163,7 @@ def format_report(report: dict[str, Any]) -> str:
         f"queries  {report['n_queries']}  (+{report['warmup_queries']} warm-up), k={report['k']}, "
         f"{report['truncated_queries']} truncated",
         f"open     {report['open_ms']:.1f} ms (collection), {report['encoder_load_ms']:.1f} ms (query encoder)",
-        f"latency (ms, 1 caller, {report.get('intra_op_threads', 1)} intra-op) p50      p95      p99",
+        f"latency (ms, 1 caller, {report['intra_op_threads']} intra-op) p50      p95      p99",
     ]
     for stage, values in [*report["stages_ms"].items(), ("end_to_end", report["end_to_end_ms"])]:
         lines.append(f"  {stage:<22}{values['p50']:>7.2f}  {values['p95']:>7.2f}  {values['p99']:>7.2f}")

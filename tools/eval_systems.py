@@ -353,6 +353,13 @@ class DenseSystem(System):
     def info(self) -> dict[str, Any]:
         return dict(self._info)
 
+    def with_query_side(self, name: str, query_vectors: Callable[[Sequence[str]], np.ndarray]) -> DenseSystem:
+        """Another query side against these very document vectors (loaded once for both systems)."""
+        other = DenseSystem(name, query_vectors=query_vectors, document_vectors=self._document_vectors,
+                            encode_one=lambda text: None, info={**self._info, "query_encoder": {"name": name}})
+        other._documents = self._documents
+        return other
+
     def _docs(self, corpus: Corpus) -> np.ndarray:
         return self._documents.get(corpus.key, lambda: np.ascontiguousarray(self._document_vectors(corpus),
                                                                              dtype=np.float32))

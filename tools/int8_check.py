@@ -19,10 +19,10 @@ from typing import Any, Sequence
 import edge.encoder  # noqa: F401  (onnxruntime before usearch: see edge/_native.py)
 import numpy as np
 
+from edge import manifest as fmt
 from edge.errors import CareEdgeError
 from tools.corpora import load_corpus
-from tools.doc_encoder import truncate_dims
-from tools.eval_systems import DenseSystem, GgufVectors, care_system
+from tools.eval_systems import GgufVectors, care_system
 from tools.evaluate import CorpusCache, Settings, primary_metric, run_retrieval
 from tools.models import ModelCache, cache_root
 from tools.tasks import load_task
@@ -58,17 +58,9 @@ def compare(student_dir: Path, encoder_dir: Path, tasks: Sequence[str], *, cache
     models = ModelCache(cache_root(cache_dir))
     gguf = GgufVectors("embeddinggemma", models, threads=threads, progress=False)
     int8 = care_system(encoder_dir, gguf, threads=threads, name="int8")
-    config = json.loads((encoder_dir / "config.json").read_text(encoding="utf-8"))
-    dims = int(config["dims"])
-    prompt = str(int8.info()["document_encoder"]["prompt"])
-    fp32 = DenseSystem(
-        "fp32",
-        query_vectors=torch_query_vectors(student_dir, str(config["prompt"]), int(config["max_tokens"])),
-        document_vectors=lambda corpus: truncate_dims(gguf.vectors(corpus.texts, prompt, corpus.plan_texts), dims),
-        encode_one=lambda text: None,
-        info={"kind": "dense", "dims": dims},
-    )
-    corpora = CorpusCache(lambda name: load_corpus(name))
+    config = fmt.read_encoder_config(encoder_dir)
+    fp32 = int8.with_query_side("fp32", torch_query_vectors(student_dir, config.prompt, config.max_tokens))
+    corpora = CorpusCache(load_corpus)
     report: dict[str, Any] = {"student": str(student_dir), "encoder": str(encoder_dir)}
     for name in tasks:
         task = load_task(name)

@@ -535,7 +535,7 @@ def precompute_teacher(stage: str, config: CommonConfig, shard) -> dict[str, int
         data = train_data.stage2_data(config.data_dir, max_per_source=config.max_per_source,
                                       negative_corpora=config.negative_corpora,  # type: ignore[attr-defined]
                                       max_negative_documents=config.max_negative_docs,  # type: ignore[attr-defined]
-                                      seed=config.seed, sources=config.sources,  # type: ignore[attr-defined]
+                                      seed=config.seed, sources=config.sources,
                                       source_caps=dict(config.source_caps))
         needed = {"query": data.queries, "document": data.documents}
     report = {}
