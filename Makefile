@@ -6,7 +6,7 @@ PIP := $(VPY) -m pip install -q --disable-pip-version-check
 # A portable llama.cpp build (no -march=native), so a wheel built here runs on other x86-64 CPUs.
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
-.PHONY: run test test-slow setup-runtime setup-test setup-tools models bootstrap prebuilt e5-symmetric care-eval prebuilt-install bench package package-smoke clean
+.PHONY: run test test-slow setup-runtime setup-test setup-tools models bootstrap prebuilt e5-symmetric care-eval shipped-eval prebuilt-install bench package package-smoke clean
 
 $(VPY):
 	$(PY) -m venv $(VENV)
@@ -46,7 +46,7 @@ bootstrap: setup-tools
 	$(VPY) -m tools.export --model $(E5_PRUNED) --out prebuilt_index/query_encoder --prompt "query: " \
 		--max-tokens 64 --symmetric-passage-prompt "passage: " --name multilingual-e5-small-int8
 	$(VPY) -m tools.build_index build --corpus cmed-zh --encoder onnx:prebuilt_index/query_encoder \
-		--dims 384 --dtype f16 --expansion-search 128 --out prebuilt_index/cmed-zh
+		--dims 384 --dtype f16 --expansion-search 128 --default-mode hybrid --out prebuilt_index/cmed-zh
 	$(VPY) -m tools.build_index build --corpus icd10 --encoder onnx:prebuilt_index/query_encoder \
 		--dims 384 --dtype f16 --expansion-search 512 --out prebuilt_index/icd10
 	printf '{"collection": "cmed-zh", "query_encoder": "query_encoder"}\n' > prebuilt_index/default.json
@@ -87,7 +87,7 @@ prebuilt: setup-tools models
 	$(VPY) -m tools.build_index build --corpus icd10 --out $(CARE_RUN)/icd10 --dims $(CARE_DIMS) \
 		--dtype f16 --expansion-search 512
 	$(VPY) -m tools.build_index build --corpus cmed-zh --out $(CARE_RUN)/cmed-zh --dims $(CARE_DIMS) \
-		--dtype f16 --expansion-search 128
+		--dtype f16 --expansion-search 128 --default-mode hybrid
 
 # The symmetric e5 baseline the evaluation compares with (the bootstrap's encoder, exported the same way).
 e5-symmetric: setup-tools models
@@ -98,6 +98,13 @@ care-eval: prebuilt e5-symmetric
 	$(VPY) -m tools.evaluate --tasks $(EVAL_TASKS) --systems bm25,e5,llm,care,hybrid \
 		--e5-encoder $(CARE_RUN)/e5-symmetric --care-encoder $(CARE_RUN)/qe-stage1,$(CARE_RUN)/qe-stage2b,$(CARE_RUN)/qe-stage2c \
 		--latency-queries 100 --threads 2 --out prebuilt_index/reports --name eval-care
+
+# The shipped default searched through the runtime itself (ANN, BM25 postings, fusion), dense and hybrid, against
+# brute-force BM25 and e5 on the same splits: what `care-edge search` answers. Chooses each collection's default_mode.
+SHIPPED_TASKS = cmedir-retrieval,toyhom-qa,icd-coding-es,icd-coding-fr,icd-coding-pt,icd-coding-de,icd-coding-zh
+shipped-eval: setup-tools
+	$(VPY) -m tools.evaluate --tasks $(SHIPPED_TASKS) --systems bm25,e5,shipped --latency-queries 100 --threads 2 \
+		--out prebuilt_index/reports --name eval-shipped
 
 prebuilt-install: prebuilt
 	rm -rf prebuilt_index/query_encoder prebuilt_index/cmed-zh prebuilt_index/cmedir-titles prebuilt_index/icd10

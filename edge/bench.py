@@ -9,18 +9,20 @@ JSON output (``care-edge bench --json``), keys stable across versions:
 - ``intra_op_threads``: onnxruntime intra-op threads of the query encoder in every pass (``--intra-op-threads``,
   default 1)
 - ``k``: results per query (10)
+- ``mode``: the search mode of every timed call, ``"dense"`` or ``"hybrid"`` (``--mode``, default the collection's
+  ``default_mode``)
 - ``open_ms``: wall time to open the collection (manifest, size checks, memory-mapped index, doc store)
 - ``encoder_load_ms``: wall time to load the query encoder (manifest, tokenizer, onnxruntime session)
 - ``end_to_end_ms``: ``{"p50", "p95", "p99"}`` in milliseconds of the whole single-query call (cleaning, tokenize,
   encode, ANN search, document fetch), over calls made one after another from one thread (the encoder using
   ``intra_op_threads``)
-- ``stages_ms``: ``{"tokenize", "encode", "search", "fetch"}``, each ``{"p50", "p95", "p99"}`` in milliseconds, over
-  the same calls
+- ``stages_ms``: ``{"tokenize", "encode", "search", "lexical", "fetch"}``, each ``{"p50", "p95", "p99"}`` in milliseconds, over
+  the same calls (``lexical``, the FTS5 BM25 query of hybrid mode, is 0 in dense mode)
 - ``qps_1_thread``: queries per second of that sequential pass
 - ``qps_n_threads``: queries per second with ``threads`` threads each issuing single-query calls concurrently
   (every query at least once, cycled until there are at least 8 calls per thread)
 - ``recall_at_10``: mean over the queries of |ANN top-10 ∩ exact top-10| / |exact top-10|, exact = brute force over
-  the same stored vectors, so it measures only the HNSW approximation
+  the same stored vectors, so it measures only the HNSW approximation (of the dense side, in either mode)
 - ``peak_rss_mb``: peak resident memory of the process so far (``resource.getrusage``), MiB
 - ``truncated_queries``: how many queries exceeded the encoder's ``max_tokens``
 - ``warmup_queries``: untimed calls made first (per pass)
@@ -37,14 +39,14 @@ from typing import Any, Sequence
 import numpy as np
 
 from edge.errors import BadInput
-from edge.search import Searcher
+from edge.search import Searcher, check_mode
 from edge.text import clean_query
 
 RECALL_K = 10
 RECALL_BATCH = 8
 WARMUP_QUERIES = 5
 MIN_CALLS_PER_THREAD = 8
-STAGES = ("tokenize", "encode", "search", "fetch")
+STAGES = ("tokenize", "encode", "search", "lexical", "fetch")
 
 
 def percentiles(values: Sequence[float]) -> dict[str, float]:
@@ -78,15 +80,18 @@ def run_bench(
     encoder_load_ms: float = 0.0,
     k: int = RECALL_K,
     intra_op_threads: int = 1,
+    mode: str | None = None,
 ) -> dict[str, Any]:
-    """Run the three passes (sequential latency, concurrent throughput, recall) and return the JSON report."""
+    """Run the three passes (sequential latency, concurrent throughput, recall) and return the JSON report.
+    ``mode``: "dense" or "hybrid"; None means the collection's default_mode."""
     if not queries:
         raise BadInput("bench needs at least one query")
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise BadInput(f"--threads must be a positive integer, got {threads!r}")
+    mode = check_mode(searcher.collection.default_mode if mode is None else mode)
     warmup = list(queries[:WARMUP_QUERIES])
     for query in warmup:
-        searcher.search(query, k)
+        searcher.search(query, k, mode)
 
     stage_ms: dict[str, list[float]] = {stage: [] for stage in STAGES}
     end_to_end_ms: list[float] = []
@@ -94,14 +99,14 @@ def run_bench(
     sequential_started = time.perf_counter()
     for query in queries:
         started = time.perf_counter()
-        response = searcher.search(query, k)
+        response = searcher.search(query, k, mode)
         end_to_end_ms.append((time.perf_counter() - started) * 1e3)
         for stage in STAGES:
             stage_ms[stage].append(response.timings_ms[stage])
         truncated += response.truncated
     sequential_s = time.perf_counter() - sequential_started
 
-    qps_n = _concurrent_qps(searcher, queries, threads, k)
+    qps_n = _concurrent_qps(searcher, queries, threads, k, mode)
 
     stages = {stage: percentiles(stage_ms[stage]) for stage in STAGES}
     collection = searcher.collection
@@ -113,6 +118,7 @@ def run_bench(
         "threads": threads,
         "intra_op_threads": intra_op_threads,
         "k": k,
+        "mode": mode,
         "open_ms": round(open_ms, 3),
         "encoder_load_ms": round(encoder_load_ms, 3),
         "end_to_end_ms": percentiles(end_to_end_ms),
@@ -126,14 +132,14 @@ def run_bench(
     }
 
 
-def _concurrent_qps(searcher: Searcher, queries: Sequence[str], threads: int, k: int) -> float:
+def _concurrent_qps(searcher: Searcher, queries: Sequence[str], threads: int, k: int, mode: str) -> float:
     calls = max(len(queries), MIN_CALLS_PER_THREAD * threads)
     workload = [queries[i % len(queries)] for i in range(calls)]
     with ThreadPoolExecutor(max_workers=threads) as pool:
         # Each worker opens its own SQLite connection on first use; keep that out of the timed run.
-        list(pool.map(lambda query: searcher.search(query, k), workload[:threads]))
+        list(pool.map(lambda query: searcher.search(query, k, mode), workload[:threads]))
         started = time.perf_counter()
-        list(pool.map(lambda query: searcher.search(query, k), workload))
+        list(pool.map(lambda query: searcher.search(query, k, mode), workload))
         elapsed = time.perf_counter() - started
     return calls / elapsed
 
@@ -161,7 +167,7 @@ def format_report(report: dict[str, Any]) -> str:
         f"index    {report['index']['name']}  ({report['index']['path']})",
         f"encoder  {report['encoder']['name']}  ({report['encoder']['path']})",
         f"queries  {report['n_queries']}  (+{report['warmup_queries']} warm-up), k={report['k']}, "
-        f"{report['truncated_queries']} truncated",
+        f"{report['truncated_queries']} truncated, mode {report['mode']}",
         f"open     {report['open_ms']:.1f} ms (collection), {report['encoder_load_ms']:.1f} ms (query encoder)",
         f"latency (ms, 1 caller, {report['intra_op_threads']} intra-op) p50      p95      p99",
     ]

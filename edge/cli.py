@@ -23,6 +23,7 @@ from edge.encoder import QueryEncoder
 from edge.errors import ArtifactError, BadInput, CareEdgeError
 from edge.paths import resolve_collection_dir, resolve_encoder_dir
 from edge.queryfile import read_queries_file
+from edge.manifest import SEARCH_MODES
 from edge.search import K_MAX, K_MIN, SearchResponse, Searcher, alignment_problem, check_k
 from edge.text import clean_query, one_line
 
@@ -69,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_index_options(search)
     search.add_argument("-k", default="10", help=f"results per query, {K_MIN}..{K_MAX} (default 10)")
     search.add_argument("--threads", default="1", help="onnxruntime intra-op threads (default 1)")
+    search.add_argument("--mode", choices=SEARCH_MODES, default=None,
+                        help="dense (query encoder + index) or hybrid (+ BM25 keyword search, fused); "
+                             "default: the collection's default_mode")
     search.add_argument("--json", action="store_true", help="JSON output (one object per line for a queries file)")
     search.set_defaults(handler=cmd_search)
 
@@ -92,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--threads", default=None, help="concurrent threads for qps_n_threads (default: CPU count)")
     bench.add_argument("--intra-op-threads", default="1",
                        help="onnxruntime intra-op threads of the encoder for every pass (default 1)")
+    bench.add_argument("--mode", choices=SEARCH_MODES, default=None,
+                       help="search mode of the timed calls (default: the collection's default_mode)")
     bench.add_argument("--json", action="store_true", help="JSON output")
     bench.set_defaults(handler=cmd_bench)
     return parser
@@ -113,6 +119,11 @@ def _note(message: str) -> None:
     print(f"{PROG}: note: {message}", file=sys.stderr)
 
 
+def _timing_keys(mode: str) -> tuple[str, ...]:
+    return ("tokenize", "encode", "search", "lexical", "fetch") if mode == "hybrid" else (
+        "tokenize", "encode", "search", "fetch")
+
+
 def _format_response(response: SearchResponse) -> str:
     width = shutil.get_terminal_size((100, 24)).columns
     lines = []
@@ -124,7 +135,7 @@ def _format_response(response: SearchResponse) -> str:
     timings = response.timings_ms
     lines.append(
         "   "
-        + " | ".join(f"{key} {timings[key]:.2f} ms" for key in ("tokenize", "encode", "search", "fetch"))
+        + " | ".join(f"{key} {timings[key]:.2f} ms" for key in _timing_keys(response.mode))
         + f" | total {timings['total']:.2f} ms"
     )
     return "\n".join(lines)
@@ -149,7 +160,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     searcher = _open_searcher(args.index, args.encoder, threads)
     batch_mode = args.queries_file is not None
     for start in range(0, len(queries), BATCH_SIZE):
-        responses = searcher.search_batch(queries[start : start + BATCH_SIZE], k)
+        responses = searcher.search_batch(queries[start : start + BATCH_SIZE], k, args.mode)
         for offset, response in enumerate(responses):
             if response.truncated:
                 where = f"line {start + offset + 1}: " if batch_mode else ""
@@ -207,6 +218,7 @@ def _collection_info(collection: Collection) -> dict[str, Any]:
         "truncated_documents": manifest["counts"].get("truncated", 0),
         "dims": collection.dims,
         "index": manifest["index"],
+        "search": manifest.get("search", {"default_mode": "dense"}),
         "document_encoder": manifest["document_encoder"],
         "alignment_id": collection.alignment_id,
         "files": files,
@@ -295,6 +307,8 @@ def _format_info(report: dict[str, Any]) -> str:
         f"ef_search={index.get('expansion_search', '?')}",
         f"  built with {encoder.get('name', '?')} ({encoder.get('kind', '?')}, prompt {encoder.get('prompt', '')!r})",
         f"  alignment  {info['alignment_id']}",
+        f"  search     default mode {info['search']['default_mode']}; lexical (BM25) table "
+        + ("yes" if "lexical" in info["search"] else "no, dense only"),
         f"  size       {_format_size(info['total_bytes'])} ("
         + ", ".join(f"{name} {_format_size(size)}" for name, size in info["files"].items())
         + ")",
@@ -338,7 +352,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             raise BadInput(f"collection '{searcher.collection.name}' ships no bench_queries.txt: pass --queries F")
         queries = read_queries_file(bench_file)
     report = run_bench(searcher, queries, threads=threads, open_ms=open_ms, encoder_load_ms=encoder_load_ms,
-                       intra_op_threads=intra_op_threads)
+                       intra_op_threads=intra_op_threads, mode=args.mode)
     if args.json:
         _print_json(report)
     else:

@@ -38,6 +38,10 @@ class Collection:
                 f"{self.directory / fmt.DOCS_FILE} holds {stored} documents, manifest says {self.count}: "
                 "rebuild the collection"
             )
+        lexical = self.manifest.get("search", {}).get("lexical")
+        self.lexical = lexical is not None
+        if lexical is not None:
+            self.docs.open_lexical(lexical, self.count)
         # The usearch Python binding reserves per-call search contexts and indexes them by a thread slot that
         # restarts at 0 on every call, so two concurrent searches on one Index would share scratch space.
         # Searches take well under a millisecond next to encoding, so serialising them costs little.
@@ -100,6 +104,11 @@ class Collection:
         return dict(self.manifest["document_encoder"])
 
     @property
+    def default_mode(self) -> str:
+        """The search mode used when the caller names none: what the collection's build measured best."""
+        return str(self.manifest.get("search", {}).get("default_mode", "dense"))
+
+    @property
     def bench_queries_path(self) -> Path | None:
         """``bench_queries.txt`` when the collection ships one (and lists it in its manifest)."""
         if fmt.BENCH_QUERIES_FILE in self.manifest["files"]:
@@ -151,6 +160,19 @@ class Collection:
                 )
             )
         return hits
+
+    def require_lexical(self) -> None:
+        if not self.lexical:
+            raise ArtifactError(
+                f"collection '{self.name}' has no lexical table, so it cannot be searched in hybrid mode: use "
+                "--mode dense, or rebuild it with tools.build_index"
+            )
+
+    def search_lexical(self, query: str, k: int) -> Hits:
+        """BM25 top-``k`` of one query over the collection's lexical table (scores are BM25, not cosines)."""
+        self.require_lexical()
+        keys, scores = self.docs.search_lexical(query, k)
+        return Hits(keys=keys, scores=scores)
 
     def fetch(self, keys: Sequence[int]) -> list[Document]:
         return self.docs.get(keys)

@@ -12,10 +12,13 @@ import sqlite3
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
+
+import numpy as np
 
 from edge import manifest as fmt
 from edge.errors import ArtifactError
+from edge.lexical import DOCS_NORMS_TABLE, TERMS_TABLE, LexicalIndex
 
 # SQLite's default limit on host parameters is 999 on old builds; fetch in slices below it.
 _MAX_PARAMS = 900
@@ -40,6 +43,7 @@ class DocStore:
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
+        self._lexical: LexicalIndex | None = None
         self._check_schema()
 
     def _connection(self) -> sqlite3.Connection:
@@ -73,6 +77,28 @@ class DocStore:
         except sqlite3.DatabaseError as exc:
             raise ArtifactError(f"{self.path} is corrupt ({exc}): re-copy or rebuild the collection") from None
         return int(count)
+
+    def open_lexical(self, description: Mapping[str, Any], n_docs: int) -> None:
+        """Check that the store holds the BM25 postings tables that hybrid search reads, and bind them."""
+        try:
+            names = {row[0] for row in self._connection().execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.DatabaseError as exc:
+            raise ArtifactError(f"{self.path} is corrupt ({exc}): re-copy or rebuild the collection") from None
+        missing = [name for name in (TERMS_TABLE, DOCS_NORMS_TABLE) if name not in names]
+        if missing:
+            raise ArtifactError(
+                f"{self.path} has no {missing[0]} table although the manifest lists one: rebuild the collection"
+            )
+        self._lexical = LexicalIndex(description, n_docs)
+
+    def search_lexical(self, query: str, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """BM25 top-``k`` keys and scores of ``query`` (see :class:`edge.lexical.LexicalIndex`)."""
+        if self._lexical is None:
+            raise ArtifactError(f"{self.path}: no lexical tables were opened")
+        try:
+            return self._lexical.search(self._connection(), query, k)
+        except (sqlite3.DatabaseError, ValueError, TypeError) as exc:
+            raise ArtifactError(f"{self.path}: lexical tables are corrupt ({exc}): rebuild the collection") from None
 
     def get(self, keys: Sequence[int]) -> list[Document]:
         """The documents with these keys, in the same order; a key that is absent means the index and the store

@@ -22,6 +22,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from edge.errors import ArtifactError, BadInput
+from edge.lexical import TOKENIZER_ID, lexical_description, write_lexical_tables
 
 FORMAT_VERSION = 1
 COLLECTION_FORMAT = "care-edge/collection"
@@ -52,6 +53,11 @@ INDEX_DTYPES = ("f32", "f16", "bf16", "i8")
 DEFAULT_INDEX_PARAMS: dict[str, Any] = {"dtype": "i8", "connectivity": 16, "expansion_add": 128, "expansion_search": 64}
 
 POOLING_MODES = ("in-graph", "mean", "cls")
+
+# Search modes a collection can default to: "dense" (the index alone) or "hybrid" (index + lexical, fused). A
+# collection without a lexical table can only be searched densely.
+SEARCH_MODES = ("dense", "hybrid")
+LEXICAL_KIND = "bm25"
 
 _HASH_CHUNK = 1 << 20
 
@@ -227,6 +233,33 @@ def _check_collection_manifest(manifest: Mapping[str, Any], path: Path) -> None:
         raise ArtifactError(
             f"{path}: alignment_id {declared} does not match its document_encoder (computes to {computed}): "
             "the manifest was edited; rebuild the collection"
+        )
+    _check_search_block(manifest.get("search"), path)
+
+
+def _check_search_block(search: object, path: Path) -> None:
+    """``search`` is optional (collections built before hybrid search have none: dense only)."""
+    if search is None:
+        return
+    if not isinstance(search, dict) or search.get("default_mode") not in SEARCH_MODES:
+        raise ArtifactError(
+            f"{path}: 'search.default_mode' must be one of {', '.join(SEARCH_MODES)}: rebuild the collection"
+        )
+    lexical = search.get("lexical")
+    if lexical is None:
+        if search["default_mode"] == "hybrid":
+            raise ArtifactError(f"{path}: default_mode 'hybrid' but no 'search.lexical' table: rebuild the collection")
+        return
+    if not isinstance(lexical, dict) or lexical.get("kind") != LEXICAL_KIND:
+        raise ArtifactError(f"{path}: 'search.lexical' is not a {LEXICAL_KIND} description: rebuild the collection")
+    if lexical.get("key_encoding") not in ("delta-u16", "delta-u32"):
+        raise ArtifactError(
+            f"{path}: 'search.lexical.key_encoding' {lexical.get('key_encoding')!r} is unknown: rebuild the collection"
+        )
+    if lexical.get("tokenizer") != TOKENIZER_ID:
+        raise ArtifactError(
+            f"{path}: lexical table was built with tokenizer {lexical.get('tokenizer')!r}, this care-edge "
+            f"tokenises queries with {TOKENIZER_ID!r}: rebuild the collection with matching tools"
         )
 
 
@@ -413,6 +446,8 @@ def write_collection(
     bench_queries: Sequence[str] | None = None,
     truncated_documents: int = 0,
     build_threads: int = 1,
+    lexical: bool = True,
+    default_mode: str = "dense",
 ) -> dict[str, Any]:
     """Write a complete collection into ``directory`` (created if needed) and return its manifest.
 
@@ -421,6 +456,8 @@ def write_collection(
     ``dtype`` (f32|f16|bf16|i8), ``connectivity``, ``expansion_add``, ``expansion_search`` (defaults in
     DEFAULT_INDEX_PARAMS). ``truncated_documents``: how many documents the document encoder had to truncate.
     ``build_threads=1`` keeps the index graph reproducible byte for byte; more threads build faster.
+    ``lexical``: also write the BM25 postings of :mod:`edge.lexical` into docs.sqlite, which hybrid search needs.
+    ``default_mode``: the search mode (SEARCH_MODES) used when a caller names none; "hybrid" needs ``lexical``.
     ``document_encoder`` needs at least the keys of ALIGNMENT_KEYS (README also lists name, full_dims, max_tokens); an
     ``alignment_id`` key in it is checked and dropped (the manifest keeps it at top level).
     Each file is written to a temp name and renamed; the manifest is written last.
@@ -440,9 +477,13 @@ def write_collection(
     if not (len(ids) == len(texts) == len(metas) == count):
         raise BadInput(f"ids ({len(ids)}), texts ({len(texts)}), metas ({len(metas)}) and vectors ({count}) differ in length")
     params = _checked_index_params(index_params)
+    if default_mode not in SEARCH_MODES:
+        raise BadInput(f"default_mode {default_mode!r} is not one of {', '.join(SEARCH_MODES)}")
+    if default_mode == "hybrid" and not lexical:
+        raise BadInput("default_mode 'hybrid' needs the lexical table (lexical=True)")
 
     root.mkdir(parents=True, exist_ok=True)
-    _write_docs_sqlite(root / DOCS_FILE, ids, texts, metas)
+    _write_docs_sqlite(root / DOCS_FILE, ids, texts, metas, lexical=lexical)
     _write_usearch_index(root / VECTORS_FILE, matrix, params, build_threads)
     files: dict[str, dict] = {VECTORS_FILE: {}, DOCS_FILE: {}}
     bench_path = root / BENCH_QUERIES_FILE
@@ -472,6 +513,7 @@ def write_collection(
             "usearch_version": USEARCH_VERSION,
         },
         "counts": {"documents": count, "truncated": int(truncated_documents)},
+        "search": _search_block(lexical, default_mode, count),
         "files": files,
         "licenses": [dict(item) for item in licenses],
         "created": dict(created),
@@ -518,8 +560,20 @@ def _checked_bench_query(query: str) -> str:
     return line
 
 
+def _search_block(lexical: bool, default_mode: str, count: int) -> dict[str, Any]:
+    block: dict[str, Any] = {"default_mode": default_mode}
+    if lexical:
+        block["lexical"] = lexical_description(count)
+    return block
+
+
 def _write_docs_sqlite(
-    path: Path, ids: Sequence[str], texts: Sequence[str], metas: Sequence[Mapping[str, Any] | None]
+    path: Path,
+    ids: Sequence[str],
+    texts: Sequence[str],
+    metas: Sequence[Mapping[str, Any] | None],
+    *,
+    lexical: bool,
 ) -> None:
     seen: set[str] = set()
     for row, doc_id in enumerate(ids):
@@ -545,6 +599,8 @@ def _write_docs_sqlite(
                     for row, (doc_id, text, meta) in enumerate(zip(ids, texts, metas))
                 ),
             )
+            if lexical:
+                write_lexical_tables(connection, texts)
             connection.commit()
         finally:
             connection.close()

@@ -19,9 +19,9 @@ from edge import cli
 from edge import manifest as fmt
 from edge.bench import STAGES
 
-SEARCH_KEYS = {"query", "results", "timings_ms", "truncated"}
+SEARCH_KEYS = {"query", "mode", "results", "timings_ms", "truncated"}
 RESULT_KEYS = {"id", "score", "text", "meta"}
-TIMING_KEYS = {"tokenize", "encode", "search", "fetch", "total"}
+TIMING_KEYS = {"tokenize", "encode", "search", "lexical", "fetch", "total"}
 
 
 @pytest.fixture()
@@ -195,7 +195,7 @@ def test_unknown_format_version_exit_3(run_cli, tiny_copy) -> None:
 def test_unexpected_errors_are_one_line_unless_debugging(in_process, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     from edge.search import Searcher
 
-    def explode(self, queries, k=10):
+    def explode(self, queries, k=10, mode=None):
         raise RuntimeError("boom\nsecond line")
 
     monkeypatch.setattr(Searcher, "search_batch", explode)
@@ -269,14 +269,16 @@ def test_bench_json(run_cli, tiny) -> None:
     assert result.returncode == 0, result.stderr
     report = result.json()
     assert set(report) == {
-        "index", "encoder", "n_queries", "threads", "intra_op_threads", "k", "open_ms", "encoder_load_ms", "end_to_end_ms", "stages_ms", "qps_1_thread", "qps_n_threads",
+        "index", "encoder", "n_queries", "threads", "intra_op_threads", "k", "mode", "open_ms", "encoder_load_ms", "end_to_end_ms", "stages_ms", "qps_1_thread", "qps_n_threads",
         "recall_at_10", "peak_rss_mb", "truncated_queries", "warmup_queries",
     }
     assert report["index"] == {"name": "tiny", "path": str(tiny.collection)}
     assert report["encoder"]["name"] == "tiny-query-encoder"
     assert report["n_queries"] == len(tiny.bench_queries) and report["threads"] == 2
     assert report["intra_op_threads"] == 2
+    assert report["mode"] == "dense"  # the tiny collection's default_mode
     assert set(report["stages_ms"]) == set(STAGES)
+    assert report["stages_ms"]["lexical"]["p99"] == 0.0
     for values in [*report["stages_ms"].values(), report["end_to_end_ms"]]:
         assert set(values) == {"p50", "p95", "p99"}
         assert 0 <= values["p50"] <= values["p95"] <= values["p99"]
@@ -290,7 +292,28 @@ def test_bench_with_queries_file_and_human_output(in_process, tmp_path: Path) ->
     queries.write_text("fever\ncough\n", encoding="utf-8")
     code, out, err = in_process("bench", "--queries", queries, "--threads", "1")
     assert code == 0, err
-    assert "queries  2" in out and "recall@10" in out and "end_to_end" in out
+    assert "queries  2" in out and "recall@10" in out and "end_to_end" in out and "mode dense" in out
+
+
+def test_bench_hybrid_mode(run_cli) -> None:
+    result = run_cli("bench", "--json", "--threads", "1", "--mode", "hybrid")
+    assert result.returncode == 0, result.stderr
+    report = result.json()
+    assert report["mode"] == "hybrid"
+    assert report["stages_ms"]["lexical"]["p50"] > 0
+
+
+def test_search_modes_on_the_command_line(run_cli, in_process, tiny) -> None:
+    hybrid = run_cli("search", "fever cough", "--mode", "hybrid", "--json", "-k", "4")
+    assert hybrid.returncode == 0, hybrid.stderr
+    payload = hybrid.json()
+    assert payload["mode"] == "hybrid" and len(payload["results"]) == 4
+    assert payload["timings_ms"]["lexical"] > 0
+    code, out, err = in_process("search", "fever cough", "--mode", "hybrid")
+    assert code == 0 and "lexical" in out
+    code, out, err = in_process("search", "fever cough")
+    assert code == 0 and "lexical" not in out  # dense mode prints no lexical stage
+    run_cli("search", "fever", "--mode", "sparse").assert_error(2, "--mode", "sparse")
 
 
 # --------------------------------------------------------------------------------------------------- no network

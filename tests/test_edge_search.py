@@ -53,7 +53,7 @@ def test_response_shape_and_timings(searcher: Searcher) -> None:
     assert response.timings_ms["total"] >= response.timings_ms["encode"]
     assert response.truncated is False
     payload = response.to_json()
-    assert set(payload) == {"query", "results", "timings_ms", "truncated"}
+    assert set(payload) == {"query", "mode", "results", "timings_ms", "truncated"}
     assert set(payload["results"][0]) == {"id", "score", "text", "meta"}
 
 

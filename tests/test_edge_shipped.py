@@ -68,3 +68,23 @@ def test_shipped_default_bench_runs(run_cli, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["n_queries"] == 3 and report["recall_at_10"] > 0.5
+
+
+def test_shipped_encoder_loads_without_the_slow_skip_layer_norm_kernel() -> None:
+    from edge.encoder import DISABLED_OPTIMIZERS
+    from tools.kernel_bench import count_after_load
+
+    model = str(PREBUILT / "query_encoder" / fmt.MODEL_FILE)
+    # onnxruntime's own defaults fold the graph's Add + LayerNormalization into SkipLayerNormalization; the
+    # runtime's session must not (tools/kernel_bench.py: 36 against 7 us per node at 20 tokens).
+    assert count_after_load(model, "SkipLayerNormalization", ()) > 0
+    assert count_after_load(model, "SkipLayerNormalization", DISABLED_OPTIMIZERS) == 0
+
+
+def test_shipped_collections_default_modes_and_lexical_tables() -> None:
+    modes = {}
+    for name in ("cmed-zh", "icd10"):
+        manifest = fmt.read_manifest(PREBUILT / name, fmt.COLLECTION_FORMAT)
+        assert manifest["search"]["lexical"]["kind"] == "bm25"
+        modes[name] = manifest["search"]["default_mode"]
+    assert modes == {"cmed-zh": "hybrid", "icd10": "dense"}  # chosen by `make shipped-eval` (README)

@@ -304,3 +304,62 @@ def test_llm_with_a_real_gguf_embeds_once_and_times_one_thread(env, tmp_path, mo
     assert evaluate.metrics_only(first) == evaluate.metrics_only(second)
     assert first["systems"]["llm"]["latency"]["p50_ms"] > 0
     assert first["systems"]["llm"]["document_encoder"]["sha256"] == entry["sha256"]
+
+
+def _shipped_collection(env: Env, directory: Path, docs: list[Document]) -> Path:
+    from edge import manifest as fmt
+
+    encoder = QueryEncoder(env.e5)
+    texts = [d.text for d in docs]
+    fmt.write_collection(directory, name=directory.name, description="tiny shipped", document_encoder=encoder.alignment,
+                         vectors=encoder.encode(texts).vectors, ids=[d.id for d in docs], texts=texts,
+                         metas=[d.meta for d in docs], index_params={"dtype": "f32", "expansion_search": 256},
+                         licenses=[], created={})
+    return directory
+
+
+def test_shipped_systems_search_through_the_runtime(env, tmp_path, monkeypatch, capsys) -> None:
+    # The collection holds every corpus document (the "other" source too, which the search task must not see);
+    # a second one holds only part of the corpus and must not be chosen.
+    full = _shipped_collection(env, tmp_path / "full", list(reversed(env.docs)))
+    part = _shipped_collection(env, tmp_path / "part", env.docs[:30])
+    code, out, err = _run(env, monkeypatch, capsys, tmp_path / "out", "--tasks", "tiny-search,icd-coding-xx,tiny-sts",
+                          "--systems", "e5,shipped", "--shipped-index", f"{part},{full}",
+                          "--shipped-encoder", str(env.e5), "--latency-queries", "3", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    tasks = report["tasks"]
+    assert set(report["systems"]) == {"e5", "shipped:dense", "shipped:hybrid"}
+    assert report["systems"]["shipped:hybrid"]["mode"] == "hybrid"
+    assert [c["name"] for c in report["systems"]["shipped:dense"]["collections"]] == ["part", "full"]
+    for task in ("tiny-search", "icd-coding-xx"):
+        # Same encoder and vectors, 90 documents searched exhaustively by the HNSW: the brute-force e5 ranking.
+        assert tasks[task]["metrics"]["shipped:dense"] == pytest.approx(tasks[task]["metrics"]["e5"], abs=1e-9)
+        hybrid = tasks[task]["metrics"]["shipped:hybrid"]
+        assert all(0.0 <= value <= 1.0 for value in hybrid.values())
+    # Queries are three words of their document: fusing in BM25 finds more of them than the random tiny encoder.
+    assert tasks["tiny-search"]["metrics"]["shipped:hybrid"]["recall@10"] > tasks["tiny-search"]["metrics"]["e5"]["recall@10"]
+    assert tasks["tiny-sts"]["metrics"]["shipped:dense"] is None  # retrieval only
+
+    code, out, err = _run(env, monkeypatch, capsys, tmp_path / "out2", "--tasks", "tiny-search", "--systems", "shipped",
+                          "--shipped-index", str(part), "--shipped-encoder", str(env.e5), "--latency-queries", "0",
+                          "--json")
+    assert code == 0, err
+    assert json.loads(out)["tasks"]["tiny-search"]["metrics"]["shipped:dense"] is None  # no collection holds it
+
+
+def test_skip_leaves_a_system_task_pair_unmeasured_and_says_so(env, tmp_path, monkeypatch, capsys) -> None:
+    code, out, err = _run(env, monkeypatch, capsys, tmp_path / "skip", "--tasks", "tiny-search,tiny-sts",
+                          "--systems", "bm25,e5", "--skip", "e5:tiny-search", "--latency-queries", "0", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["tasks"]["tiny-search"]["metrics"]["e5"] is None
+    assert report["tasks"]["tiny-search"]["metrics"]["bm25"] is not None
+    assert report["tasks"]["tiny-sts"]["metrics"]["e5"] is not None
+    assert report["settings"]["skipped"] == ["e5:tiny-search"]
+    markdown = (tmp_path / "skip" / "eval.md").read_text(encoding="utf-8")
+    assert "not run (cost): e5:tiny-search" in markdown
+    for bad in ("e5", "llm:tiny-search", "e5:nope"):
+        code, _, err = _run(env, monkeypatch, capsys, tmp_path / "bad", "--tasks", "tiny-search", "--systems", "e5",
+                            "--skip", bad, "--latency-queries", "0")
+        assert code == 2 and "--skip" in err and len(err.strip().splitlines()) == 1

@@ -209,6 +209,8 @@ def build_collection(
     command: str,
     prompt: str,
     progress: bool = True,
+    lexical: bool = True,
+    default_mode: str = "dense",
 ) -> dict:
     texts = [d.text for d in docs]
     embed_texts(encoder, cache, texts, prompt, progress=progress)
@@ -239,6 +241,8 @@ def build_collection(
         created=fmt.created_info("tools.build_index", command),
         bench_queries=bench_queries,
         truncated_documents=n_truncated,
+        lexical=lexical,
+        default_mode=default_mode,
     )
 
 
@@ -300,6 +304,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--expansion-add", type=int, default=128)
     p.add_argument("--expansion-search", type=int, default=64)
     p.add_argument("--bench-queries", type=Path, help="file of queries to ship as bench_queries.txt")
+    p.add_argument("--default-mode", choices=fmt.SEARCH_MODES, default="dense",
+                   help="search mode the runtime uses when none is asked for (choose by measurement: tools.evaluate)")
+    p.add_argument("--no-lexical", action="store_true",
+                   help="leave out the FTS5 BM25 table (the collection can then only be searched densely)")
 
     p = sub.add_parser("merge-cache", help="join the vector caches of sharded runs")
     p.add_argument("sources", type=Path, nargs="+")
@@ -368,8 +376,11 @@ def main(argv: list[str] | None = None) -> int:
         bench_queries=bench,
         command=command,
         prompt=prompt,
+        lexical=not args.no_lexical,
+        default_mode=args.default_mode,
     )
-    print(json.dumps({"out": str(args.out), "counts": manifest["counts"], "index": manifest["index"]}))
+    print(json.dumps({"out": str(args.out), "counts": manifest["counts"], "index": manifest["index"],
+                      "search": manifest["search"]}))
     return 0
 
 

@@ -47,7 +47,8 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         "",
         f"- command: `{created.get('command', '')}`",
         f"- git revision: `{created.get('git_revision', 'unknown')}`; created {created.get('created_at', '?')}",
-        f"- quick: {'yes' if settings.get('quick') else 'no'}; seed {settings.get('seed')}",
+        f"- quick: {'yes' if settings.get('quick') else 'no'}; seed {settings.get('seed')}"
+        + (f"; not run (cost): {', '.join(settings['skipped'])}" if settings.get("skipped") else ""),
         "",
         "## Systems",
         "",
@@ -60,6 +61,9 @@ def render_markdown(report: Mapping[str, Any]) -> str:
             query_side, doc_side = f"BM25 k1 {info.get('k1')}, b {info.get('b')}: {info.get('tokens')}", "same index"
         elif info.get("kind") == "hybrid":
             query_side, doc_side = " + ".join(info.get("parts", [])), info.get("fusion", "")
+        elif info.get("kind") == "shipped":
+            query_side = f"{_encoder_cell(info.get('query_encoder'))}; care-edge search, mode {info.get('mode')}"
+            doc_side = ", ".join(f"{c['name']} ({c['documents']} docs)" for c in info.get("collections", []))
         else:
             query_side, doc_side = _encoder_cell(info.get("query_encoder")), _encoder_cell(info.get("document_encoder"))
             if info.get("dims"):

@@ -30,6 +30,7 @@ import numpy as np
 from edge import manifest as fmt
 from edge.encoder import QueryEncoder
 from edge.errors import ArtifactError, BadInput
+from edge.lexical import reciprocal_rank_fusion as fuse_rankings
 from tools.bm25 import BM25Index, tokenize
 from tools.doc_encoder import EncodedBatch, VectorCache, truncate_dims
 from tools.metrics import top_k
@@ -61,10 +62,12 @@ class System:
     def info(self) -> dict[str, Any]:
         raise NotImplementedError
 
-    def rank(self, queries: Sequence[str], corpus: Corpus, depth: int) -> list[np.ndarray]:
+    # rank / order / embed may return None: the system sits that task out (reported as "–").
+    def rank(self, queries: Sequence[str], corpus: Corpus, depth: int) -> list[np.ndarray] | None:
         raise NotImplementedError
 
-    def order(self, queries: Sequence[str], corpus: Corpus, candidates: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def order(self, queries: Sequence[str], corpus: Corpus,
+              candidates: Sequence[np.ndarray]) -> list[np.ndarray] | None:
         raise NotImplementedError
 
     def embed(self, texts: Sequence[str]) -> np.ndarray | None:
@@ -472,12 +475,9 @@ def care_system(encoder_dir: Path, gguf: GgufVectors, *, threads: int, name: str
 
 
 def reciprocal_rank_fusion(rankings: Sequence[np.ndarray], k: int = RRF_K) -> np.ndarray:
-    """Documents of several rankings ordered by sum 1 / (k + rank), rank from 1; ties to the lower index."""
-    fused: dict[int, float] = {}
-    for ranking in rankings:
-        for position, doc in enumerate(ranking.tolist()):
-            fused[doc] = fused.get(doc, 0.0) + 1.0 / (k + position + 1)
-    return np.array(sorted(fused, key=lambda doc: (-fused[doc], doc)), dtype=np.int64)
+    """Documents of several rankings ordered by sum 1 / (k + rank), rank from 1; ties to the lower index: the
+    runtime's own fusion (:func:`edge.lexical.reciprocal_rank_fusion`)."""
+    return fuse_rankings(rankings, k)[0]
 
 
 class HybridSystem(System):

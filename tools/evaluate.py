@@ -6,7 +6,8 @@
 Systems (see ``tools.eval_systems``): ``bm25`` (character bigrams for Chinese, words otherwise); ``e5`` (a symmetric
 ONNX encoder, query prompt / passage prompt); ``llm`` (the GGUF on both sides, ``--dims`` Matryoshka dims); ``care``
 (each ``--care-encoder`` folder against the GGUF's document vectors); ``hybrid`` (BM25 + each CARE encoder by
-reciprocal-rank fusion, k = 60). All systems see the same tasks, splits and (sub)samples. Pair, classification and
+reciprocal-rank fusion, k = 60); ``shipped`` (the runtime itself, ``edge.Searcher`` over ``--shipped-index``
+collections, one system per ``--shipped-modes`` mode: ANN + FTS5, see ``tools.eval_shipped``; retrieval tasks only). All systems see the same tasks, splits and (sub)samples. Pair, classification and
 clustering tasks embed both texts with a system's query side, as a device would; BM25 and the fusion have no vectors
 and sit those tasks out.
 
@@ -41,6 +42,8 @@ from edge import manifest as fmt
 from edge.errors import BadInput, CareEdgeError
 from tools import metrics, probes
 from tools.corpora import DEFAULT_DATA_DIR, Document, load_corpus
+from edge.manifest import SEARCH_MODES
+from tools.eval_shipped import ShippedSystem
 from tools.eval_systems import (
     BM25System,
     Corpus,
@@ -59,7 +62,8 @@ from tools.tasks import ALL_TASKS, Task, load_task
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "prebuilt_index" / "reports"
 DEFAULT_QUERY_ENCODER = REPO / "prebuilt_index" / "query_encoder"
-SYSTEM_NAMES = ("bm25", "e5", "llm", "care", "hybrid")
+SYSTEM_NAMES = ("bm25", "e5", "llm", "care", "hybrid", "shipped")
+DEFAULT_SHIPPED_INDEX = ",".join(str(REPO / "prebuilt_index" / name) for name in ("cmed-zh", "icd10"))
 REPORT_FORMAT = "care-edge/eval-report"
 
 PRIMARY_METRIC = {
@@ -87,9 +91,14 @@ class Settings:
     quick_train: int = 2000
     quick_test: int = 400
     quick_cluster: int = 500
+    # (system, task) pairs not run, because their cost is out of reach (the GGUF over millions of characters):
+    # reported as "not measured", never silently dropped.
+    skip: frozenset[tuple[str, str]] = frozenset()
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"quick": self.quick, "seed": self.seed, "latency_queries": self.latency_queries}
+        if self.skip:
+            out["skipped"] = sorted(f"{system}:{task}" for system, task in self.skip)
         if self.quick:
             out.update(quick_queries=self.quick_queries, quick_pairs=self.quick_pairs, quick_train=self.quick_train,
                        quick_test=self.quick_test, quick_cluster=self.quick_cluster)
@@ -181,6 +190,9 @@ def run_retrieval(task: Task, systems: Sequence[System], corpora: CorpusCache, s
     for system in systems:
         start = time.perf_counter()
         rankings = system.rank(queries, corpus, depth)
+        if rankings is None:  # the system cannot search this corpus (see tools.eval_shipped)
+            outcome.metrics[system.name] = None
+            continue
         ranked_ids = [[corpus.ids[i] for i in ranking] for ranking in rankings]
         values, outcome.scored = metrics.ranking_metrics(ranked_ids, judgements, task.relevant_gain, names)
         outcome.metrics[system.name] = values
@@ -201,6 +213,9 @@ def run_rerank(task: Task, systems: Sequence[System], settings: Settings) -> Tas
     for system in systems:
         start = time.perf_counter()
         orders = system.order(queries, corpus, candidates)
+        if orders is None:
+            outcome.metrics[system.name] = None
+            continue
         ranked_ids = [[doc_ids[i] for i in order] for order in orders]
         values, outcome.scored = metrics.ranking_metrics(ranked_ids, judgements, task.relevant_gain, task.metrics)
         outcome.metrics[system.name] = values
@@ -399,7 +414,11 @@ def evaluate(
     outcomes = []
     for task in tasks:
         start = time.perf_counter()
-        outcome = run_task(task, systems, corpora, settings)
+        running = [s for s in systems if (s.name, task.name) not in settings.skip]
+        outcome = run_task(task, running, corpora, settings)
+        for system in systems:
+            outcome.metrics.setdefault(system.name, None)
+        outcome.metrics = {system.name: outcome.metrics[system.name] for system in systems}
         outcomes.append(outcome)
         primary = primary_metric(task.name, task.kind)
         shown = ", ".join(f"{s}={_fmt((outcome.metrics.get(s) or {}).get(primary))}" for s in names)
@@ -446,6 +465,19 @@ def _parse_list(value: str, what: str, known: Sequence[str] | None = None) -> li
     return items
 
 
+def _parse_skip(value: str, system_names: Sequence[str], task_names: Sequence[str]) -> frozenset[tuple[str, str]]:
+    pairs = set()
+    for item in (part.strip() for part in value.split(",")):
+        if not item:
+            continue
+        system, _, task = item.partition(":")
+        # shipped expands to shipped:<mode> systems; "--skip shipped:TASK" would be ambiguous, so names are literal.
+        if not task or task not in task_names or not any(system == n or system.startswith(f"{n}:") for n in system_names):
+            raise BadInput(f"--skip: {item!r} is not SYSTEM:TASK with a system and a task of this run")
+        pairs.add((system, task))
+    return frozenset(pairs)
+
+
 def build_systems(args: argparse.Namespace, names: Sequence[str]) -> list[System]:
     models = ModelCache(cache_root(args.cache_dir))
     progress = not args.quiet
@@ -479,6 +511,10 @@ def build_systems(args: argparse.Namespace, names: Sequence[str]) -> list[System
             for part in care:
                 label = "hybrid" if part.name == "care" else part.name.replace("care", "hybrid", 1)
                 systems.append(HybridSystem(label, bm25, part))
+        elif name == "shipped":
+            collections = [Path(p) for p in _parse_list(args.shipped_index, "shipped-index")]
+            for mode in _parse_list(args.shipped_modes, "shipped-modes", SEARCH_MODES):
+                systems.append(ShippedSystem(f"shipped:{mode}", collections, Path(args.shipped_encoder), mode))
     return systems
 
 
@@ -495,11 +531,19 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         "~/.cache/care-edge)")
     parser.add_argument("--e5-encoder", default=str(DEFAULT_QUERY_ENCODER), help="symmetric ONNX encoder folder")
     parser.add_argument("--care-encoder", default=str(DEFAULT_QUERY_ENCODER), help="CARE query encoder folder(s)")
+    parser.add_argument("--shipped-index", default=DEFAULT_SHIPPED_INDEX,
+                        help="shipped: collection folders the runtime searches (default the shipped cmed-zh, icd10)")
+    parser.add_argument("--shipped-encoder", default=str(DEFAULT_QUERY_ENCODER),
+                        help="shipped: the query encoder folder (default the shipped one)")
+    parser.add_argument("--shipped-modes", default="dense,hybrid",
+                        help="shipped: search modes, one system each (shipped:dense, shipped:hybrid)")
     parser.add_argument("--llm-encoder", default="embeddinggemma", help="GGUF: embeddinggemma | gguf:PATH")
     parser.add_argument("--dims", type=int, default=768, help="llm: Matryoshka dims of both sides (default 768)")
     parser.add_argument("--threads", type=int, default=default_threads(), help="threads for bulk encoding")
     parser.add_argument("--latency-queries", type=int, default=100, help="queries timed per system (0: none)")
     parser.add_argument("--seed", type=int, default=0, help="seed of --quick samples, latency sample and k-means")
+    parser.add_argument("--skip", default="", metavar="SYSTEM:TASK[,...]",
+                        help="system/task pairs not to run (reported as not measured), e.g. llm:liveqa-rerank")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     return parser.parse_args(argv)
 
@@ -515,7 +559,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         system_names = _parse_list(args.systems, "systems", SYSTEM_NAMES)
         tasks = [load_task(name, args.data_dir) for name in task_names]
         systems = build_systems(args, system_names)
-        settings = Settings(quick=args.quick, seed=args.seed, latency_queries=args.latency_queries)
+        skip = _parse_skip(args.skip, system_names, task_names)
+        settings = Settings(quick=args.quick, seed=args.seed, latency_queries=args.latency_queries, skip=skip)
         body = evaluate(tasks, systems, corpus_loader=lambda name: load_corpus(name, args.data_dir),
                         settings=settings, log=log)
         command = "python -m tools.evaluate " + shlex.join(argv)
