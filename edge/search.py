@@ -119,11 +119,11 @@ class Searcher:
         searched_at = time.perf_counter()
         depth = max(k, FUSION_DEPTH) if mode == "hybrid" else k
         hits = self.collection.search_vectors(encoded.vectors, depth)
-        lexical_at = time.perf_counter()
+        lexical_at = fetched_at = time.perf_counter()
         if mode == "hybrid":
             hits = [self._fuse(dense, self.collection.search_lexical(query, depth), k)
                     for query, dense in zip(cleaned, hits)]
-        fetched_at = time.perf_counter()
+            fetched_at = time.perf_counter()
         # One store round trip for the whole batch: keys repeat across queries, and SQLite lookups dominate fetch.
         all_keys = [int(key) for query_hits in hits for key in query_hits.keys]
         documents = iter(self.collection.fetch(all_keys))
