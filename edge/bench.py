@@ -17,7 +17,7 @@ JSON output (``care-edge bench --json``), keys stable across versions:
   encode, ANN search, document fetch), over calls made one after another from one thread (the encoder using
   ``intra_op_threads``)
 - ``stages_ms``: ``{"tokenize", "encode", "search", "lexical", "fetch"}``, each ``{"p50", "p95", "p99"}`` in milliseconds, over
-  the same calls (``lexical``, the FTS5 BM25 query of hybrid mode, is 0 in dense mode)
+  the same calls (``lexical``, BM25 + fusion in hybrid mode, is 0 in dense mode)
 - ``qps_1_thread``: queries per second of that sequential pass
 - ``qps_n_threads``: queries per second with ``threads`` threads each issuing single-query calls concurrently
   (every query at least once, cycled until there are at least 8 calls per thread)

@@ -17,9 +17,9 @@ from edge.text import clean_query
 K_MIN = 1
 K_MAX = 1000
 TIMING_KEYS = ("tokenize", "encode", "search", "lexical", "fetch", "total")
-# Reciprocal rank fusion: k = 60 as in Cormack et al. (2009); each side contributes its top FUSION_DEPTH. Depth
-# 100 against the evaluation's 1000 changed no cMedIR nDCG@10 digit (README, "Hybrid search") and keeps the
-# index and FTS5 calls cheap.
+# Reciprocal rank fusion: k = 60 as in Cormack et al. (2009); each side contributes its top FUSION_DEPTH. At
+# depth 100 the runtime's hybrid measured cMedIR nDCG@10 0.830 against 0.822 dense (`make shipped-eval`; deeper
+# fusion not measured), and the ANN call costs about what a top-10 one does (expansion_search is 128 anyway).
 FUSION_K = 60
 FUSION_DEPTH = 100
 

@@ -1,4 +1,4 @@
-"""edge.lexical + hybrid search: tokenisation, the FTS5 table against a hand-computed BM25, fusion, modes, manifests."""
+"""edge.lexical + hybrid search: tokenisation, the stored postings against a hand-computed BM25, fusion, modes, manifests."""
 
 from __future__ import annotations
 

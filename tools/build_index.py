@@ -307,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--default-mode", choices=fmt.SEARCH_MODES, default="dense",
                    help="search mode the runtime uses when none is asked for (choose by measurement: tools.evaluate)")
     p.add_argument("--no-lexical", action="store_true",
-                   help="leave out the FTS5 BM25 table (the collection can then only be searched densely)")
+                   help="leave out the BM25 postings tables (the collection can then only be searched densely)")
 
     p = sub.add_parser("merge-cache", help="join the vector caches of sharded runs")
     p.add_argument("sources", type=Path, nargs="+")

@@ -1,5 +1,5 @@
 """The evaluation's ``shipped`` systems: the runtime itself (``edge.Searcher``) over built collections, in one search
-mode each, so that the report measures what a user of ``care-edge search`` gets, ANN, FTS5 BM25 and fusion included,
+mode each, so that the report measures what a user of ``care-edge search`` gets, ANN, BM25 postings and fusion included,
 and not a brute-force re-implementation of it.
 
 A retrieval task is ranked over the collection that holds every document of its corpus (matched by document id);

@@ -7,7 +7,7 @@ Systems (see ``tools.eval_systems``): ``bm25`` (character bigrams for Chinese, w
 ONNX encoder, query prompt / passage prompt); ``llm`` (the GGUF on both sides, ``--dims`` Matryoshka dims); ``care``
 (each ``--care-encoder`` folder against the GGUF's document vectors); ``hybrid`` (BM25 + each CARE encoder by
 reciprocal-rank fusion, k = 60); ``shipped`` (the runtime itself, ``edge.Searcher`` over ``--shipped-index``
-collections, one system per ``--shipped-modes`` mode: ANN + FTS5, see ``tools.eval_shipped``; retrieval tasks only). All systems see the same tasks, splits and (sub)samples. Pair, classification and
+collections, one system per ``--shipped-modes`` mode: ANN + BM25 postings, see ``tools.eval_shipped``; retrieval tasks only). All systems see the same tasks, splits and (sub)samples. Pair, classification and
 clustering tasks embed both texts with a system's query side, as a device would; BM25 and the fusion have no vectors
 and sit those tasks out.
 
