@@ -41,11 +41,13 @@ TOKENIZER_ID = "han-bigram+word/1"
 K1 = 1.2
 B = 0.75
 TF_MAX = 255
+LEXICAL_KIND = "bm25"
+# key_encoding (manifest) -> dtype of the delta-encoded document keys of a posting list.
+KEY_DTYPES = {"delta-u16": np.dtype("<u2"), "delta-u32": np.dtype("<u4")}
 # Queries longer than this many tokens are cut before matching (a documented truncation): each distinct token is one
 # more posting list to read, and a pasted page gains little from its 300th bigram. The longest Toyhom patient
 # questions of the evaluation have about 200. The dense side truncates at its own max_tokens.
 MAX_QUERY_TOKENS = 256
-_U16_LIMIT = 1 << 16
 _SQL_PARAMS = 900
 
 LEXICAL_TABLES_SQL = (
@@ -123,18 +125,19 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 def lexical_description(n_docs: int) -> dict[str, Any]:
     """The manifest's ``search.lexical`` block for a collection of ``n_docs`` documents."""
-    return {"kind": "bm25", "tokenizer": TOKENIZER_ID, "k1": K1, "b": B, "idf": "lucene",
+    return {"kind": LEXICAL_KIND, "tokenizer": TOKENIZER_ID, "k1": K1, "b": B, "idf": "lucene",
             "key_encoding": _key_encoding(n_docs), "tables": [TERMS_TABLE, DOCS_NORMS_TABLE]}
 
 
 def _key_encoding(n_docs: int) -> str:
-    return "delta-u16" if n_docs <= _U16_LIMIT else "delta-u32"
+    # Keys run 0..n_docs-1, so with at most 65,536 documents every delta fits in 16 bits.
+    return "delta-u16" if n_docs <= 1 << 16 else "delta-u32"
 
 
 def write_lexical_tables(connection: sqlite3.Connection, texts: Sequence[str]) -> None:
     """Create and fill the postings tables for documents ``texts`` (row k = key k) in the caller's transaction."""
     postings, norms = count_postings(texts)
-    key_dtype = np.dtype("<u2") if _key_encoding(len(texts)) == "delta-u16" else np.dtype("<u4")
+    key_dtype = KEY_DTYPES[_key_encoding(len(texts))]
     for statement in LEXICAL_TABLES_SQL:
         connection.execute(statement)
     connection.executemany(
@@ -156,7 +159,7 @@ class LexicalIndex:
 
     def __init__(self, description: Mapping[str, Any], n_docs: int) -> None:
         self.n_docs = n_docs
-        self._key_dtype = np.dtype("<u2") if description.get("key_encoding") == "delta-u16" else np.dtype("<u4")
+        self._key_dtype = KEY_DTYPES[description["key_encoding"]]  # checked by edge.manifest on load
         self._norms: np.ndarray | None = None
 
     def norms(self, connection: sqlite3.Connection) -> np.ndarray:

@@ -22,7 +22,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from edge.errors import ArtifactError, BadInput
-from edge.lexical import TOKENIZER_ID, lexical_description, write_lexical_tables
+from edge.lexical import KEY_DTYPES, LEXICAL_KIND, TOKENIZER_ID, lexical_description, write_lexical_tables
 
 FORMAT_VERSION = 1
 COLLECTION_FORMAT = "care-edge/collection"
@@ -57,7 +57,6 @@ POOLING_MODES = ("in-graph", "mean", "cls")
 # Search modes a collection can default to: "dense" (the index alone) or "hybrid" (index + lexical, fused). A
 # collection without a lexical table can only be searched densely.
 SEARCH_MODES = ("dense", "hybrid")
-LEXICAL_KIND = "bm25"
 
 _HASH_CHUNK = 1 << 20
 
@@ -252,7 +251,7 @@ def _check_search_block(search: object, path: Path) -> None:
         return
     if not isinstance(lexical, dict) or lexical.get("kind") != LEXICAL_KIND:
         raise ArtifactError(f"{path}: 'search.lexical' is not a {LEXICAL_KIND} description: rebuild the collection")
-    if lexical.get("key_encoding") not in ("delta-u16", "delta-u32"):
+    if lexical.get("key_encoding") not in KEY_DTYPES:
         raise ArtifactError(
             f"{path}: 'search.lexical.key_encoding' {lexical.get('key_encoding')!r} is unknown: rebuild the collection"
         )

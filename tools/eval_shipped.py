@@ -40,17 +40,23 @@ def collection_ids(directory: Path) -> list[str]:
         connection.close()
 
 
+def open_searchers(collections: Sequence[Path], encoder_dir: Path, *, threads: int = 1
+                   ) -> list[tuple[Searcher, list[str]]]:
+    """One searcher per collection, all sharing one query encoder, each with its document ids in key order: opened
+    once and shared by the ``shipped:<mode>`` systems."""
+    encoder = QueryEncoder.open(encoder_dir, threads=threads)
+    return [(Searcher(Collection.open(directory), encoder), collection_ids(Path(directory))) for directory in collections]
+
+
 class ShippedSystem(System):
-    def __init__(self, name: str, collections: Sequence[Path], encoder_dir: Path, mode: str, *, threads: int = 1):
+    def __init__(self, name: str, searchers: Sequence[tuple[Searcher, list[str]]], mode: str):
         self.name = name
         self.mode = check_mode(mode)
-        self.encoder = QueryEncoder.open(encoder_dir, threads=threads)
-        self.searchers: list[tuple[Searcher, list[str]]] = []
-        for directory in collections:
-            searcher = Searcher(Collection.open(directory), self.encoder)
-            if self.mode == "hybrid":
+        self.searchers = list(searchers)
+        if self.mode == "hybrid":  # fail before hours of other systems' scoring, not at this system's first task
+            for searcher, _ in self.searchers:
                 searcher.collection.require_lexical()
-            self.searchers.append((searcher, collection_ids(Path(directory))))
+        self.encoder = self.searchers[0][0].encoder
         self._latency_searcher = self.searchers[0][0]
 
     def info(self) -> dict[str, Any]:

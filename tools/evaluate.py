@@ -43,7 +43,7 @@ from edge.errors import BadInput, CareEdgeError
 from tools import metrics, probes
 from tools.corpora import DEFAULT_DATA_DIR, Document, load_corpus
 from edge.manifest import SEARCH_MODES
-from tools.eval_shipped import ShippedSystem
+from tools.eval_shipped import ShippedSystem, open_searchers
 from tools.eval_systems import (
     BM25System,
     Corpus,
@@ -513,8 +513,9 @@ def build_systems(args: argparse.Namespace, names: Sequence[str]) -> list[System
                 systems.append(HybridSystem(label, bm25, part))
         elif name == "shipped":
             collections = [Path(p) for p in _parse_list(args.shipped_index, "shipped-index")]
+            searchers = open_searchers(collections, Path(args.shipped_encoder))
             for mode in _parse_list(args.shipped_modes, "shipped-modes", SEARCH_MODES):
-                systems.append(ShippedSystem(f"shipped:{mode}", collections, Path(args.shipped_encoder), mode))
+                systems.append(ShippedSystem(f"shipped:{mode}", searchers, mode))
     return systems
 
 
