@@ -83,6 +83,18 @@ def test_ridge_projection_recovers_a_linear_map() -> None:
     assert np.linalg.norm(shrunk_w) < np.linalg.norm(weight)  # the penalty shrinks
 
 
+def test_a_truncated_head_outputs_the_prefix_of_the_full_head() -> None:
+    model = torch.nn.Module()
+    model.projection = torch.nn.Linear(6, 8)
+    x = torch.randn(3, 6, generator=torch.Generator().manual_seed(0))
+    full = model.projection(x).detach()
+    st.truncate_projection(model, 3)
+    assert model.projection.out_features == 3
+    assert torch.allclose(model.projection(x), full[:, :3])
+    with pytest.raises(ValueError):
+        st.truncate_projection(model, 4)  # only ever fewer dims
+
+
 # ------------------------------------------------------------------------------------------------ negatives
 
 
@@ -286,6 +298,28 @@ def test_export_loads_in_the_runtime_and_matches_the_student(pipeline: Pipeline)
     document_encoder = train_state.read_run(pipeline.stage2)["document_encoder"]
     assert encoder.manifest["alignment"]["alignment_id"] == fmt.alignment_id(document_encoder)
     assert encoder.config.prompt == "query: " and encoder.config.dims == DIMS
+
+
+@pytest.mark.slow
+@needs_data
+def test_a_matryoshka_export_is_the_prefix_of_the_student_aligned_at_fewer_dims(pipeline: Pipeline) -> None:
+    from edge.encoder import QueryEncoder
+
+    half = DIMS // 2
+    out = pipeline.root / "query_encoder_half"
+    assert train.main(["export", "--student", str(pipeline.stage2), "--out", str(out), "--dims", str(half)]) == 0
+    encoder = QueryEncoder(out)
+    texts = ["胸痛伴呼吸困难是什么原因", "What are the symptoms of glaucoma?"]
+    vectors = encoder.encode(texts).vectors
+    model_dir = pipeline.stage2 / "model"
+    tokenize = st.StudentTokenizer(model_dir / "tokenizer.json", 64, train.STUDENT_PROMPT)
+    prefix = st.encode(st.load_student(model_dir), tokenize, texts)[:, :half]
+    prefix /= np.linalg.norm(prefix, axis=1, keepdims=True)
+    assert vectors.shape == (2, half) and np.min(np.sum(vectors * prefix, axis=1)) > 0.95
+    document_encoder = {**train_state.read_run(pipeline.stage2)["document_encoder"], "dims": half}
+    assert encoder.manifest["alignment"]["alignment_id"] == fmt.alignment_id(document_encoder)
+    assert train.main(["export", "--student", str(pipeline.stage2), "--out", str(pipeline.root / "x"),
+                       "--dims", str(DIMS * 2)]) != 0  # only ever fewer dims
 
 
 @pytest.mark.slow

@@ -214,10 +214,16 @@ def export_query_encoder(
     command: str,
     parity_texts: Sequence[str] = PARITY_TEXTS,
     parity_target: float = PARITY_TARGET,
+    dims: int | None = None,
 ) -> dict:
+    """``dims``: export only the head's first ``dims`` outputs (Matryoshka truncation; the full head when None)."""
     import torch
 
     model = load_student(model_dir)
+    if dims is not None:
+        from tools.student import truncate_projection
+
+        truncate_projection(model, dims)
     ids, mask = _tokenize(model_dir / "tokenizer.json", parity_texts, prompt, max_tokens)
     with torch.no_grad():
         reference = model(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()

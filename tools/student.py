@@ -107,6 +107,22 @@ def set_projection(model: torch.nn.Module, weight: np.ndarray, bias: np.ndarray)
     model.projection = head
 
 
+def truncate_projection(model: torch.nn.Module, dims: int) -> None:
+    """Keep the head's first ``dims`` outputs: the student is trained against the teacher's full vector, whose
+    Matryoshka prefix is itself a document vector at ``dims``, so the prefix of the student's output (re-normalised
+    by the graph) is the query vector for a collection truncated to the same dims."""
+    if model.projection is None:
+        raise ValueError("the student has no projection head to truncate")
+    full = int(model.projection.out_features)
+    if not 0 < dims <= full:
+        raise ValueError(f"cannot truncate a {full}-dims head to {dims} dims")
+    if dims == full:
+        return
+    weight = model.projection.weight.detach()[:dims].cpu().numpy()
+    bias = model.projection.bias.detach()[:dims].cpu().numpy()
+    set_projection(model, weight, bias)
+
+
 def empty_projection(model: torch.nn.Module, dims: int) -> None:
     """A head of the right shape whose values a checkpoint is about to overwrite."""
     model.projection = torch.nn.Linear(hidden_size(model), dims)

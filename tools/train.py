@@ -496,21 +496,27 @@ def _student_digest(model_dir: Path) -> str:
 
 
 def export_student(student_dir: Path, out_dir: Path, document_encoder: dict, *, name: str = "care-query-encoder",
-                   max_tokens: int = EXPORT_MAX_TOKENS, command: str = "") -> dict:
-    """The runtime's INT8 query-encoder folder from a trained student, aligned to ``document_encoder``."""
+                   max_tokens: int = EXPORT_MAX_TOKENS, command: str = "", dims: int | None = None) -> dict:
+    """The runtime's INT8 query-encoder folder from a trained student, aligned to ``document_encoder``.
+    ``dims`` below the student's output exports a Matryoshka truncation, aligned to the same document encoder
+    truncated to those dims (a collection built with ``--dims`` the same)."""
     from tools.export import export_query_encoder
     from tools.models import LICENSES
 
     model_dir = st.resolve_student_dir(student_dir)
-    dims = st.output_dims(st.load_student(model_dir))
-    if document_encoder.get("dims") != dims:
-        raise BadInput(f"the student outputs {dims} dims but the document encoder it is aligned to has "
+    trained_dims = st.output_dims(st.load_student(model_dir))
+    if document_encoder.get("dims") != trained_dims:
+        raise BadInput(f"the student outputs {trained_dims} dims but the document encoder it is aligned to has "
                        f"{document_encoder.get('dims')}")
+    if dims is not None and dims != trained_dims:
+        if not 0 < dims < trained_dims:
+            raise BadInput(f"--dims {dims}: a {trained_dims}-dims student can only be truncated to fewer dims")
+        document_encoder = {**document_encoder, "dims": dims}
     Path(out_dir).parent.mkdir(parents=True, exist_ok=True)
     return export_query_encoder(model_dir=model_dir, out_dir=Path(out_dir), prompt=STUDENT_PROMPT,
                                 max_tokens=max_tokens, alignment=document_encoder, name=name,
                                 base_model="multilingual-e5-small", licenses=[LICENSES["e5-small"]],
-                                command=command or "python -m tools.train export")
+                                command=command or "python -m tools.train export", dims=dims)
 
 
 def _document_encoder_of(student_dir: Path) -> dict | None:
@@ -732,6 +738,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--aligned-to", type=Path, help="a collection: align to its document encoder (default: the "
                    "document encoder recorded by the training run)")
     p.add_argument("--max-tokens", type=_positive_int, default=EXPORT_MAX_TOKENS)
+    p.add_argument("--dims", type=_positive_int, help="export the head's first N outputs (Matryoshka: 512, 256)")
     p.add_argument("--name", default="care-query-encoder")
 
     p = sub.add_parser("teacher", help="compute the teacher vectors a stage needs (sharded like build_index)")
@@ -816,7 +823,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if document_encoder is None:
                     raise BadInput(f"{args.student} records no document encoder (no run.json): pass --aligned-to")
             manifest = export_student(args.student, args.out, document_encoder, name=args.name,
-                                      max_tokens=args.max_tokens,
+                                      max_tokens=args.max_tokens, dims=args.dims,
                                       command=_command_line(argv))
             print(json.dumps(manifest["created"]["parity"]))
         elif args.command == "teacher":
