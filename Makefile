@@ -106,9 +106,9 @@ care-eval: prebuilt e5-symmetric
 # The shipped default searched through the runtime itself (ANN, BM25 postings, fusion), dense and hybrid, against
 # brute-force BM25 and e5 on the same splits: what `care-edge search` answers. Chooses each collection's default_mode.
 SHIPPED_TASKS = cmedir-retrieval,toyhom-qa,icd-coding-es,icd-coding-fr,icd-coding-pt,icd-coding-de,icd-coding-zh
-shipped-eval: setup-tools
-	$(VPY) -m tools.evaluate --tasks $(SHIPPED_TASKS) --systems bm25,e5,shipped --latency-queries 100 --threads 2 \
-		--out prebuilt_index/reports --name eval-shipped
+shipped-eval: e5-symmetric
+	$(VPY) -m tools.evaluate --tasks $(SHIPPED_TASKS) --systems bm25,e5,shipped --e5-encoder $(CARE_RUN)/e5-symmetric \
+		--latency-queries 100 --threads 2 --out prebuilt_index/reports --name eval-shipped
 
 prebuilt-install: prebuilt
 	rm -rf prebuilt_index/query_encoder prebuilt_index/cmed-zh prebuilt_index/cmedir-titles prebuilt_index/icd10
