@@ -515,8 +515,16 @@ def export_student(student_dir: Path, out_dir: Path, document_encoder: dict, *, 
     Path(out_dir).parent.mkdir(parents=True, exist_ok=True)
     return export_query_encoder(model_dir=model_dir, out_dir=Path(out_dir), prompt=STUDENT_PROMPT,
                                 max_tokens=max_tokens, alignment=document_encoder, name=name,
-                                base_model="multilingual-e5-small", licenses=[LICENSES["e5-small"]],
+                                base_model="multilingual-e5-small", licenses=student_licenses(),
                                 command=command or "python -m tools.train export", dims=dims)
+
+
+def student_licenses() -> list[dict]:
+    """A CARE student is derived from e5-small's weights and distilled from EmbeddingGemma's vectors (its training
+    targets), so the Gemma Terms of Use travel with it as well as e5's MIT licence."""
+    from tools.models import LICENSES
+
+    return [LICENSES["e5-small"], {**LICENSES["embeddinggemma"], "use": "distillation targets of the training"}]
 
 
 def _document_encoder_of(student_dir: Path) -> dict | None:
