@@ -168,8 +168,9 @@ def merge_caches(sources: Sequence[Path], destination: Path) -> int:
 
 def seed_cache(collection_dir: Path, encoder, models_root: Path) -> int:
     """Refill the vector cache from a collection this encoder built at its full dims (the shipped default is), so a
-    fresh machine re-embeds none of its documents. Vectors come back through the collection's dtype (f16 rounding,
-    about 1e-3 relative), which later builds from the cache then reproduce exactly. Returns vectors added."""
+    fresh machine re-embeds none of its documents. Vectors come back through the collection's dtype (f16 rounding
+    about 1e-3 relative, i8 about 1e-2), which later builds of the same dtype then reproduce; training seeded from
+    i8 vectors is close to, not identical with, training from fresh GGUF vectors. Returns vectors added."""
     from edge.collection import Collection
 
     with Collection.open(collection_dir) as collection:
