@@ -501,7 +501,6 @@ def export_student(student_dir: Path, out_dir: Path, document_encoder: dict, *, 
     ``dims`` below the student's output exports a Matryoshka truncation, aligned to the same document encoder
     truncated to those dims (a collection built with ``--dims`` the same)."""
     from tools.export import export_query_encoder
-    from tools.models import LICENSES
 
     model_dir = st.resolve_student_dir(student_dir)
     trained_dims = st.output_dims(st.load_student(model_dir))
