@@ -83,8 +83,6 @@ prebuilt: setup-tools models
 	$(VPY) -m tools.build_index embed --corpus cmed-zh
 	test -d $(CARE_RUN)/qe-stage1 || $(VPY) -m tools.train export --student $(CARE_RUN)/stage1 \
 		--out $(CARE_RUN)/qe-stage1 --name care-stage1
-	test -d $(CARE_RUN)/qe-stage2b || $(VPY) -m tools.train export --student $(CARE_RUN)/stage2b \
-		--out $(CARE_RUN)/qe-stage2b --name care-stage2b
 	test -d $(CARE_RUN)/qe-ship || $(VPY) -m tools.train export --student $(CARE_RUN)/stage2b \
 		--out $(CARE_RUN)/qe-ship --dims $(SHIP_DIMS) --name care-stage2b
 	$(VPY) -m tools.build_index build --corpus icd10 --out $(CARE_RUN)/icd10 --dims $(SHIP_DIMS) \
@@ -102,7 +100,7 @@ e5-symmetric: setup-tools models
 care-eval: prebuilt e5-symmetric
 	$(VPY) -m tools.evaluate --tasks $(EVAL_TASKS) --systems bm25,e5,llm,care,hybrid --skip $(LLM_SKIPPED) \
 		--e5-encoder $(CARE_RUN)/e5-symmetric \
-		--care-encoder $(CARE_RUN)/qe-stage1,$(CARE_RUN)/qe-stage2b,$(CARE_RUN)/qe-ship \
+		--care-encoder $(CARE_RUN)/qe-stage1,$(CARE_RUN)/qe-ship \
 		--latency-queries 100 --threads 2 --out prebuilt_index/reports --name eval-care
 
 # The shipped default searched through the runtime itself (ANN, BM25 postings, fusion), dense and hybrid, against
