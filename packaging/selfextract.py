@@ -62,6 +62,7 @@ unpack() {
   t=$(mktemp -d "$d/.$k.XXXXXX" 2>/dev/null) || return 1
   @EXTRACT@
   wait
+  @RETRY@
   if @CHECK@; then
     rm -f "$t"/@MARKERS_GLOB@ && : > "$t/@COMPLETE@" && { [ -e "$d/$k" ] || mv "$t" "$d/$k" 2>/dev/null; }
   fi
@@ -140,15 +141,19 @@ def _tar_gz(files: list[tuple[str, Path]], marker: str) -> tuple[bytes, int]:
 
 
 def launcher(key: str, segments: Sequence[Segment], name: str = EXECUTABLE_NAME) -> bytes:
-    extract = []
+    # Parallel tars race to create the same parent directories, and GNU tar can then drop a member (seen: a symbolic
+    # link) yet still reach the end marker. So a segment whose tar failed loses its marker, and is unpacked again,
+    # alone, once the others are done.
+    extract, retry = [], []
     for number, segment in enumerate(segments):
-        extract.append(
-            f'(tail -c +{segment.offset + 1} "$s" | head -c {segment.length} | gzip -dc | tar -xof - -C "$t")'
-            " >/dev/null 2>&1 &"
-        )
+        pipeline = f'tail -c +{segment.offset + 1} "$s" | head -c {segment.length} | gzip -dc | tar -xof - -C "$t"'
+        marker = f'"$t/{MARKER.format(number)}"'
+        extract.append(f"({pipeline} || rm -f {marker}) >/dev/null 2>&1 &")
+        retry.append(f"[ -f {marker} ] || ({pipeline}) >/dev/null 2>&1")
     check = " && ".join(f'[ -f "$t/{MARKER.format(number)}" ]' for number in range(len(segments)))
     text = (
         LAUNCHER.replace("@EXTRACT@", "\n  ".join(extract))
+        .replace("@RETRY@", "\n  ".join(retry))
         .replace("@CHECK@", check)
         .replace("@MARKERS_GLOB@", ".segment-*")
         .replace("@COMPLETE@", COMPLETE)
@@ -197,9 +202,11 @@ def read_layout(binary: Path) -> Layout | None:
         return None
     text = header.decode("ascii", errors="replace")
     key = next(m.group(2) for line in text.splitlines() if (m := _FIELD.match(line)) and m.group(1) == "k")
-    segments = []
-    for match in re.finditer(r"tail -c \+(\d+) \"\$s\" \| head -c (\d+)", text):
-        segments.append(Segment(offset=int(match.group(1)) - 1, length=int(match.group(2)), unpacked_bytes=0, members=0))
+    # Each segment's pipeline appears twice (the parallel unpack and its serial retry).
+    spans = dict.fromkeys(
+        (int(m.group(1)) - 1, int(m.group(2))) for m in re.finditer(r"tail -c \+(\d+) \"\$s\" \| head -c (\d+)", text)
+    )
+    segments = [Segment(offset=offset, length=length, unpacked_bytes=0, members=0) for offset, length in spans]
     return Layout(key=key, header_bytes=HEADER_BYTES, segments=segments)
 
 
