@@ -11,8 +11,8 @@ new index, gets another directory) and looks for it in, in order: ``$CARE_EDGE_U
 ``$XDG_CACHE_HOME/care-edge/bin``, ``$HOME/.cache/care-edge/bin``, then ``$TMPDIR/care-edge-<uid>`` and
 ``/tmp/care-edge-<uid>`` (mode 0700, must be owned by the user; used when HOME is unset or not writable). Found, it
 ``exec``s it: a warm start costs what a onedir start costs. Not found, it unpacks the segments in parallel into a
-fresh temporary directory next to the final one, checks that every segment reached its end marker, and publishes it
-with one ``rename`` (atomic: a concurrent or interrupted start never sees a half-written copy; a concurrent start
+fresh temporary directory next to the final one, unpacks again, alone, any segment whose tar failed, checks that
+every segment reached its end marker, and publishes it with one ``rename`` (atomic: a concurrent or interrupted start never sees a half-written copy; a concurrent start
 that loses the race drops its copy and uses the winner's). Needs only ``sh``, ``tail``, ``head``, ``gzip``, ``tar``,
 ``mktemp`` and ``id``, present on every Linux (coreutils or busybox).
 """
@@ -144,17 +144,17 @@ def launcher(key: str, segments: Sequence[Segment], name: str = EXECUTABLE_NAME)
     # Parallel tars race to create the same parent directories, and GNU tar can then drop a member (seen: a symbolic
     # link) yet still reach the end marker. So a segment whose tar failed loses its marker, and is unpacked again,
     # alone, once the others are done.
-    extract, retry = [], []
+    extract, retry, check = [], [], []
     for number, segment in enumerate(segments):
         pipeline = f'tail -c +{segment.offset + 1} "$s" | head -c {segment.length} | gzip -dc | tar -xof - -C "$t"'
         marker = f'"$t/{MARKER.format(number)}"'
         extract.append(f"({pipeline} || rm -f {marker}) >/dev/null 2>&1 &")
         retry.append(f"[ -f {marker} ] || ({pipeline}) >/dev/null 2>&1")
-    check = " && ".join(f'[ -f "$t/{MARKER.format(number)}" ]' for number in range(len(segments)))
+        check.append(f"[ -f {marker} ]")
     text = (
         LAUNCHER.replace("@EXTRACT@", "\n  ".join(extract))
         .replace("@RETRY@", "\n  ".join(retry))
-        .replace("@CHECK@", check)
+        .replace("@CHECK@", " && ".join(check))
         .replace("@MARKERS_GLOB@", ".segment-*")
         .replace("@COMPLETE@", COMPLETE)
         .replace("@KEY@", key)
