@@ -12,8 +12,8 @@ new index, gets another directory) and looks for it in, in order: ``$CARE_EDGE_U
 ``/tmp/care-edge-<uid>`` (mode 0700, must be owned by the user; used when HOME is unset or not writable). Found, it
 ``exec``s it: a warm start costs what a onedir start costs. Not found, it unpacks the segments in parallel into a
 fresh temporary directory next to the final one, unpacks again, alone, any segment whose tar failed, checks that
-every segment reached its end marker, and publishes it with one ``rename`` (atomic: a concurrent or interrupted start never sees a half-written copy; a concurrent start
-that loses the race drops its copy and uses the winner's). Needs only ``sh``, ``tail``, ``head``, ``gzip``, ``tar``,
+every segment reached its end marker, and publishes it with one ``rename`` (atomic: a concurrent or interrupted start never sees a half-written copy;
+a concurrent start that loses the race drops its copy and uses the winner's). Needs only ``sh``, ``tail``, ``head``, ``gzip``, ``tar``,
 ``mktemp`` and ``id``, present on every Linux (coreutils or busybox).
 """
 
