@@ -363,3 +363,16 @@ def test_skip_leaves_a_system_task_pair_unmeasured_and_says_so(env, tmp_path, mo
         code, _, err = _run(env, monkeypatch, capsys, tmp_path / "bad", "--tasks", "tiny-search", "--systems", "e5",
                             "--skip", bad, "--latency-queries", "0")
         assert code == 2 and "--skip" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_task_with_corpus_ids_ranks_only_those_documents_planned_on_their_own() -> None:
+    docs = [Document(f"d{i}", f"text {i}", {"source": "synthetic"}) for i in range(10)]
+    pool = frozenset({"d2", "d5", "d7"})
+    task = Task(name="pooled", language="en", kind="retrieval", description="a pooled search",
+                metrics=("ndcg@10",), queries={"q": "text 5"}, qrels={"q": {"d5": 1}}, corpus="tiny",
+                corpus_ids=pool)
+    view = evaluate.CorpusCache(lambda name: docs).view(task)
+    assert view.ids == ("d2", "d5", "d7") and view.plan_texts == ("text 2", "text 5", "text 7")
+    assert view.key.startswith("tiny[3 ids ")
+    with pytest.raises(ValueError, match="corpus_ids"):
+        dataclasses.replace(task, corpus_ids=frozenset({"d2"}))

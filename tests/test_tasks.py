@@ -117,6 +117,9 @@ def test_medquad_qa() -> None:
     answers = _corpus_ids("medquad-en")
     assert len(task.queries) > 500
     assert all(judged and set(judged) <= answers for judged in task.qrels.values())
+    # The answer pool is the held-out questions' answers: every judged one, nothing else.
+    assert task.corpus_ids == {doc for judged in task.qrels.values() for doc in judged}
+    assert len(task.corpus_ids) < len(answers) // 5
 
 
 def test_toyhom_dept_and_icd_clusters() -> None:

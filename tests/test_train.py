@@ -167,6 +167,75 @@ def test_a_source_cap_overrides_the_common_cap_for_that_source_only() -> None:
         train_data.stage2_data(max_per_source=6, negative_corpora=(), sources=sources, source_caps={"chipp": 1})
 
 
+def test_llm_labelling_pairs_each_query_with_its_top_document_and_drops_weak_or_own_text_labels() -> None:
+    from tools.llm_labels import top_document_pairs
+
+    axes = np.eye(8, dtype=np.float32)
+    docs = axes[:6]
+    documents = ["d0", "d1", "d2", "q-self", "d4", "d5"]
+    queries = ["qa", "q-self", "qb"]
+    query_vectors = np.stack([axes[1], axes[3] * 0.9 + axes[5] * 0.4, axes[7]])  # "qb" is orthogonal to every doc
+    query_vectors /= np.linalg.norm(query_vectors, axis=1, keepdims=True)
+    labelled = top_document_pairs(queries, query_vectors, documents, docs, source="kuake", min_score=0.3)
+    by_query = {p.query: p for p in labelled.pairs}
+    assert by_query["qa"].document == "d1" and by_query["qa"].source == "llm-kuake"
+    assert by_query["q-self"].document == "d5"  # its own text ranks first and is skipped
+    assert "qb" not in by_query and labelled.below_min_score == 1 and labelled.offered == 3
+    with pytest.raises(ValueError, match="one vector"):
+        top_document_pairs(queries, query_vectors[:2], documents, docs, source="kuake")
+
+
+@needs_data
+def test_llm_labelled_pairs_join_stage2_and_evaluation_texts_are_refused() -> None:
+    caps = {"kuake": 5, "toyhom": 3}
+    pools = train_data.unlabeled_queries(None, caps, seed=0)
+    assert {s: len(v) for s, v in pools.items()} == caps
+    assert train_data.unlabeled_queries(None, caps, seed=0) == pools  # the same texts every time
+    extra = [train_data.Pair(q, "糖尿病吃什么好", "llm-kuake") for q in pools["kuake"]]
+    data = train_data.stage2_data(max_per_source=4, negative_corpora=(), sources=("chip",), extra_pairs=extra)
+    assert data.counts() == {"chip": 4, "llm-kuake": 5}
+    assert all(data.documents[r] == "糖尿病吃什么好" for p, r in zip(data.pairs, data.positive_rows)
+               if p.source == "llm-kuake")
+    leak = next(iter(splits.cmedir_split().eval))  # a cMedIR test query
+    with pytest.raises(splits.EvalLeakError):
+        train_data.stage2_data(max_per_source=4, negative_corpora=(), sources=("chip",),
+                               extra_pairs=[train_data.Pair(leak, "糖尿病吃什么好", "llm-kuake")])
+    with pytest.raises(corpora.DataError, match="unknown"):
+        train_data.unlabeled_queries(None, {"documents": 3}, seed=0)
+    args = train.build_parser().parse_args(["teacher", "stage2", "--llm-labelled", "kuake=4000,toyhom=0"])
+    assert args.llm_labelled == (("kuake", 4000), ("toyhom", None))
+
+
+@needs_data
+def test_stage2_labels_unlabeled_queries_with_the_teachers_top_document() -> None:
+    class HashTeacher:  # deterministic unit vectors per text, in place of the GGUF
+        def vectors(self, texts, side, dims, missing="embed", progress=True, what=""):
+            rows = [np.random.default_rng(abs(hash((side, t))) % 2**32).standard_normal(dims) for t in texts]
+            out = np.asarray(rows, dtype=np.float32)
+            return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+    config = train.Stage2Config(student=Path("."), out=Path("."), llm_labelled=(("chip", 20),),
+                                llm_labelled_min_score=-1.0)
+    pairs, report = train._llm_labelled_pairs(config, HashTeacher(), 16)
+    titles = {d.text for d in corpora.load_corpus("cmedir-titles")}
+    assert len(pairs) == 20 and report["chip"]["kept"] == 20 and report["corpus"] == "cmedir-titles"
+    assert all(p.document in titles and p.source == "llm-chip" for p in pairs)
+    assert train._llm_labelled_pairs(train.Stage2Config(student=Path("."), out=Path(".")), HashTeacher(), 16) \
+        == ([], {})
+
+    class EvalTitleTeacher(HashTeacher):  # every query sits on the titles that are also evaluation queries
+        def vectors(self, texts, side, dims, missing="embed", progress=True, what=""):
+            out = super().vectors(texts, side, dims)
+            on_axis = [side == "query" or splits.is_eval_text(t) for t in texts]
+            out[on_axis] = np.eye(dims, dtype=np.float32)[0]
+            return out
+
+    leaky = [t for t in titles if splits.is_eval_text(t)]
+    assert leaky  # e.g. a KUAKE test question that is also a cMedIR title
+    pairs, _ = train._llm_labelled_pairs(config, EvalTitleTeacher(), 16)
+    assert len(pairs) == 20 and not any(splits.is_eval_text(p.document) for p in pairs)
+
+
 def test_step_log_is_cut_back_to_the_checkpoint(tmp_path: Path) -> None:
     log = train_state.StepLog(tmp_path / "train_log.jsonl")
     for step in range(1, 8):

@@ -169,6 +169,12 @@ class CorpusCache:
         if task.corpus_sources:
             docs = [d for d in docs if d.meta.get("source") in task.corpus_sources]
             key = f"{name}[{','.join(task.corpus_sources)}]"
+        elif task.corpus_ids is not None:
+            docs = [d for d in docs if d.id in task.corpus_ids]
+            # A pool of a few documents is embedded in its own batches, not in those planned over the whole corpus.
+            plan = tuple(d.text for d in docs)
+            digest = hashlib.sha256("\n".join(sorted(task.corpus_ids)).encode()).hexdigest()[:12]
+            key = f"{name}[{len(docs)} ids {digest}]"
         else:
             key = name
         return Corpus(key=key, ids=tuple(d.id for d in docs), texts=tuple(d.text for d in docs), plan_texts=plan)

@@ -64,7 +64,7 @@ import torch
 
 from edge.errors import BadInput
 from tools import losses, negatives, student as st, train_data, train_state
-from tools.splits import EvalLeakError
+from tools.splits import EvalLeakError, eval_texts, normalize_text
 from tools.train_loop import LoopConfig, Stopped, batch_rows, run_loop, steps_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -129,6 +129,11 @@ class Stage2Config(CommonConfig):
     negative_corpora: tuple[str, ...] = train_data.NEGATIVE_CORPORA
     max_negative_docs: int | None = None
     sources: tuple[str, ...] = train_data.STAGE2_SOURCES
+    # Unlabeled stage-I query sources -> cap (None = all) whose queries get the LLM's first choice in
+    # llm_labelled_corpus as a positive (tools.llm_labels); empty = none.
+    llm_labelled: tuple[tuple[str, int | None], ...] = ()
+    llm_labelled_corpus: str = "cmedir-titles"
+    llm_labelled_min_score: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -384,6 +389,34 @@ def stage2_loss(config: Stage2Config):
     return loss_of
 
 
+def _llm_labelled_pairs(config: Stage2Config, teacher, dims: int) -> tuple[list[train_data.Pair], dict[str, Any]]:
+    """The LLM-labelled pairs of ``config.llm_labelled`` (none when it is empty) and, per source, what was kept."""
+    if not config.llm_labelled:
+        return [], {}
+    from tools.corpora import load_corpus
+    from tools.llm_labels import top_document_pairs
+
+    # A title that is also an evaluation query (a KUAKE or CHIP test question) may not be a positive.
+    held = eval_texts(config.data_dir)
+    documents = list(dict.fromkeys(d.text for d in load_corpus(config.llm_labelled_corpus, config.data_dir)
+                                   if normalize_text(d.text) not in held))
+    doc_vectors = teacher.vectors(documents, "document", dims, config.teacher_missing, config.progress,
+                                  what=f"{config.llm_labelled_corpus} documents")
+    pairs: list[train_data.Pair] = []
+    report: dict[str, Any] = {"corpus": config.llm_labelled_corpus, "min_score": config.llm_labelled_min_score}
+    for source, queries in train_data.unlabeled_queries(config.data_dir, dict(config.llm_labelled),
+                                                        config.seed).items():
+        query_vectors = teacher.vectors(queries, "query", dims, config.teacher_missing, config.progress,
+                                        what=f"unlabeled {source} queries")
+        labelled = top_document_pairs(queries, query_vectors, documents, doc_vectors, source=source,
+                                      min_score=config.llm_labelled_min_score)
+        pairs += labelled.pairs
+        report[source] = {"offered": labelled.offered, "kept": len(labelled.pairs),
+                          "below_min_score": labelled.below_min_score,
+                          "mean_top_score": round(labelled.mean_top_score, 4)}
+    return pairs, report
+
+
 def _mined_negatives(model: torch.nn.Module, tokenize, queries: Sequence[str], pair_query: np.ndarray,
                      excluded: Sequence[frozenset[int]], doc_vectors: np.ndarray, config: Stage2Config,
                      run_dir: Path, key: str) -> tuple[np.ndarray, dict[str, Any]]:
@@ -427,20 +460,23 @@ def train_stage2(config: Stage2Config) -> StageResult:
     run_dir = _start_run(config, "stage2")
     phases = _Phases(run_dir)
 
+    teacher = _open_teacher(config)
+    extra_pairs, labelling = _llm_labelled_pairs(config, teacher, dims)
     data = train_data.stage2_data(config.data_dir, max_per_source=config.max_per_source,
                                   negative_corpora=config.negative_corpora,
                                   max_negative_documents=config.max_negative_docs, seed=config.seed,
-                                  sources=config.sources, source_caps=dict(config.source_caps))
+                                  sources=config.sources, source_caps=dict(config.source_caps),
+                                  extra_pairs=extra_pairs)
     if len(data.pairs) < 2:
         raise BadInput("stage II has fewer than 2 training pairs")
     queries = data.queries
     if len(data.documents) - max((len(v) for v in data.positives_of.values()), default=0) <= config.negatives:
         raise BadInput(f"stage II has {len(data.documents)} documents: too few for {config.negatives} negatives")
     train_state.update_run(run_dir, data={"pairs": len(data.pairs), "queries": len(queries),
-                                          "documents": len(data.documents), "by_source": data.counts()})
+                                          "documents": len(data.documents), "by_source": data.counts(),
+                                          **({"llm_labelled": labelling} if labelling else {})})
     phases.done("data")
 
-    teacher = _open_teacher(config)
     query_vectors = teacher.vectors(queries, "query", dims, config.teacher_missing, config.progress,
                                     what="stage-II queries")
     doc_vectors = teacher.vectors(data.documents, "document", dims, config.teacher_missing, config.progress,
@@ -551,6 +587,14 @@ def precompute_teacher(stage: str, config: CommonConfig, shard) -> dict[str, int
                                       seed=config.seed, sources=config.sources,
                                       source_caps=dict(config.source_caps))
         needed = {"query": data.queries, "document": data.documents}
+        labelled = dict(config.llm_labelled)  # type: ignore[attr-defined]
+        if labelled:  # the labelled pairs' queries and documents are among these texts
+            from tools.corpora import load_corpus
+
+            for texts in train_data.unlabeled_queries(config.data_dir, labelled, config.seed).values():
+                needed["query"] = needed["query"] + texts
+            corpus = config.llm_labelled_corpus  # type: ignore[attr-defined]
+            needed["document"] = needed["document"] + [d.text for d in load_corpus(corpus, config.data_dir)]
     report = {}
     for side, texts in needed.items():
         before = len(teacher.missing(texts, side))
@@ -705,6 +749,16 @@ def _add_common(p: argparse.ArgumentParser, *, stage: str | None, paths: bool = 
         p.add_argument("--max-negative-docs", type=_cap, default=None, help="cap on those documents (0 = none)")
         p.add_argument("--sources", type=_name_list, default=train_data.STAGE2_SOURCES,
                        help=f"comma list of {','.join(train_data.STAGE2_SOURCES)} (default: all)")
+        _add_llm_labelled(p)
+
+
+def _add_llm_labelled(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--llm-labelled", type=_source_caps, default=(),
+                   help="stage II: unlabeled stage-I query sources with caps, e.g. kuake=4000,chip=4000,toyhom=0 "
+                   "(0 = no cap); each query gets the LLM's top document of --llm-labelled-corpus as a positive")
+    p.add_argument("--llm-labelled-corpus", default="cmedir-titles")
+    p.add_argument("--llm-labelled-min-score", type=float, default=0.0,
+                   help="drop LLM-labelled queries whose top teacher cosine is below this")
 
 
 def _command_line(argv: Sequence[str]) -> str:
@@ -759,6 +813,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--negative-corpora", type=_name_list, default=train_data.NEGATIVE_CORPORA)
     p.add_argument("--max-negative-docs", type=_cap, default=None)
     p.add_argument("--sources", type=_name_list, help="the stage's sources (default: all of them)")
+    _add_llm_labelled(p)
 
     p = sub.add_parser("alignment", help="held-out cosine of an exported encoder to the LLM's query vectors")
     p.add_argument("--encoder-dir", type=Path, required=True, help="an exported query-encoder folder")

@@ -143,6 +143,17 @@ def stage1_data(
     return Stage1Data(texts=list(texts), sources=list(texts.values()))
 
 
+def unlabeled_queries(
+    data_dir: Path | str | None, caps: Mapping[str, int | None], seed: int = 0
+) -> dict[str, list[str]]:
+    """Stage I's query-like training texts of each source in ``caps`` (no documents), capped as stage I caps them
+    (None = all), so that the same cap and seed pick texts whose teacher vectors stage I has already cached."""
+    check_sources(list(caps), [s for s in STAGE1_SOURCES if s != "documents"], "LLM-labelled")
+    by_source = stage1_source_texts(data_dir, 0, 1, seed, list(caps))
+    return {source: [t for t in capped(texts, caps[source], seed, key=lambda t: t) if t.strip()]
+            for source, texts in by_source.items()}
+
+
 # ------------------------------------------------------------------------------------------------ stage II
 
 
@@ -235,19 +246,25 @@ def stage2_data(
     seed: int = 0,
     sources: Sequence[str] = STAGE2_SOURCES,
     source_caps: Mapping[str, int | None] | None = None,
+    extra_pairs: Sequence[Pair] = (),
 ) -> Stage2Data:
-    """The stage-II pairs and the document pool (positives first, then the negative corpora's documents)."""
+    """The stage-II pairs and the document pool (positives first, then the negative corpora's documents).
+    ``extra_pairs`` (LLM-labelled ones, see ``tools.llm_labels``) join uncapped after the labelled sources."""
     if source_caps:
         check_sources(list(source_caps), STAGE2_SOURCES, "stage-II")
     by_source = stage2_source_pairs(data_dir, sources)
     pairs: list[Pair] = []
     seen: set[tuple[str, str]] = set()
-    for source, candidates in by_source.items():
-        cap = _cap_of(source, max_per_source, source_caps)
-        for pair in capped(candidates, cap, seed, key=lambda p: f"{p.query}\x1f{p.document}"):
-            if pair.query.strip() and pair.document.strip() and (pair.query, pair.document) not in seen:
-                seen.add((pair.query, pair.document))
-                pairs.append(pair)
+    capped_pairs = [
+        pair
+        for source, candidates in by_source.items()
+        for pair in capped(candidates, _cap_of(source, max_per_source, source_caps), seed,
+                           key=lambda p: f"{p.query}\x1f{p.document}")
+    ]
+    for pair in capped_pairs + list(extra_pairs):
+        if pair.query.strip() and pair.document.strip() and (pair.query, pair.document) not in seen:
+            seen.add((pair.query, pair.document))
+            pairs.append(pair)
     splits.assert_not_eval([p.query for p in pairs], data_dir, what="stage-II training queries")
     splits.assert_not_eval([p.document for p in pairs], data_dir, what="stage-II positive documents")
 
