@@ -17,7 +17,7 @@ import pytest
 from conftest import CJK_CHARS, build_encoder_dir, make_documents
 
 from edge.encoder import QueryEncoder
-from tools import evaluate
+from tools import eval_report, evaluate
 from tools.corpora import Document
 from tools.doc_encoder import EncodedBatch, VectorCache
 from tools.eval_systems import gguf_identity, reciprocal_rank_fusion
@@ -159,6 +159,16 @@ def test_run_writes_reports_deterministically(env: Env, tmp_path: Path, monkeypa
     for suffix in ("md", "png"):
         assert (tmp_path / "one" / f"eval.{suffix}").stat().st_size > 0
     assert (tmp_path / "one" / "eval.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # The views re-render from the record alone: the same Markdown, a PNG, and no other file touched.
+    markdown = (tmp_path / "one" / "eval.md").read_bytes()
+    (tmp_path / "one" / "eval.md").write_text("stale", encoding="utf-8")
+    (tmp_path / "one" / "eval.png").unlink()
+    assert eval_report.main([str(tmp_path / "one" / "eval.json")]) == 0
+    assert (tmp_path / "one" / "eval.md").read_bytes() == markdown
+    assert (tmp_path / "one" / "eval.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in (tmp_path / "one").iterdir()) == ["eval.json", "eval.md", "eval.png"]
+
 
     assert first["format"] == "care-edge/eval-report" and first["data_dir"]
     assert first["created"]["command"].startswith("python -m tools.evaluate --out ")
@@ -376,3 +386,12 @@ def test_a_task_with_corpus_ids_ranks_only_those_documents_planned_on_their_own(
     assert view.key.startswith("tiny[3 ids ")
     with pytest.raises(ValueError, match="corpus_ids"):
         dataclasses.replace(task, corpus_ids=frozenset({"d2"}))
+
+
+def test_rerendering_a_file_that_is_not_a_report_is_one_line(tmp_path: Path, capsys) -> None:
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"systems": 3', encoding="utf-8")
+    assert eval_report.main([str(broken)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a readable tools.evaluate report" in err
+    assert not (tmp_path / "broken.png").exists()
