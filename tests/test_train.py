@@ -167,6 +167,29 @@ def test_a_source_cap_overrides_the_common_cap_for_that_source_only() -> None:
         train_data.stage2_data(max_per_source=6, negative_corpora=(), sources=sources, source_caps={"chipp": 1})
 
 
+@needs_data
+def test_stage1_titles_are_cmedir_title_heads_sampled_by_their_own_count() -> None:
+    data = train_data.stage1_data(max_per_source=5, documents=0, document_chars=24, titles=30,
+                                  sources=("kuake", "titles"))
+    by_source = {s: [t for t, src in zip(data.texts, data.sources) if src == s] for s in set(data.sources)}
+    assert len(by_source["kuake"]) == 5 and len(by_source["titles"]) == 30  # --max-per-source does not cap titles
+    heads = {train_data.cut_document(d.text, 24) for d in corpora.load_corpus("cmedir-titles")}
+    assert set(by_source["titles"]) <= heads
+    assert not any(splits.is_eval_text(t) for t in by_source["titles"])
+    with pytest.raises(corpora.DataError, match="--titles"):
+        train_data.stage1_data(max_per_source=5, titles=30, sources=("titles",), source_caps={"titles": 3})
+
+
+@needs_data
+def test_medquad_pairs_point_at_medquad_documents_and_never_at_a_held_out_answer() -> None:
+    pairs = train_data.stage2_data(max_per_source=40, negative_corpora=(), sources=("medquad",))
+    assert pairs.counts() == {"medquad": 40}
+    documents = {d.text for d in corpora.load_corpus("medquad-en")}
+    held_answers = {r.answer for r in splits.medquad_split().eval}
+    assert held_answers and all(p.document in documents for p in pairs.pairs)
+    assert not {p.document for p in pairs.pairs} & held_answers
+
+
 def test_llm_labelling_pairs_each_query_with_its_top_document_and_drops_weak_or_own_text_labels() -> None:
     from tools.llm_labels import top_document_pairs
 

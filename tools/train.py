@@ -111,6 +111,7 @@ class Stage1Config(CommonConfig):
     nce_weight: float = 1.0
     documents: int = 5000
     document_chars: int = 96
+    titles: int = 0
     ridge_sample: int = 2048
     ridge_alpha: float = 0.1
     extra_texts: Path | None = None
@@ -242,7 +243,8 @@ def stage1_texts(config: Stage1Config) -> train_data.Stage1Data:
         extra = [line.strip() for line in lines if line.strip()]
     return train_data.stage1_data(config.data_dir, max_per_source=config.max_per_source, documents=config.documents,
                                   document_chars=config.document_chars, seed=config.seed, extra_texts=extra,
-                                  sources=config.sources, source_caps=dict(config.source_caps))
+                                  sources=config.sources, source_caps=dict(config.source_caps),
+                                  titles=config.titles)
 
 
 def stage1_batches(texts: Sequence[str], targets: torch.Tensor, config: Stage1Config, tokenize):
@@ -730,6 +732,7 @@ def _add_common(p: argparse.ArgumentParser, *, stage: str | None, paths: bool = 
         p.add_argument("--nce-weight", type=float, default=1.0)
         p.add_argument("--documents", type=int, default=5000, help="documents (cut to query length) among the texts")
         p.add_argument("--document-chars", type=_positive_int, default=96)
+        p.add_argument("--titles", type=int, default=0, help="cMedIR titles (cut to --document-chars) among the texts")
         p.add_argument("--ridge-sample", type=_positive_int, default=2048)
         p.add_argument("--ridge-alpha", type=float, default=0.1)
         p.add_argument("--extra-texts", type=Path, help="more unlabeled query texts, one per line")
@@ -809,6 +812,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard", default="0/1", help="i/N: this process's share (see tools.build_index)")
     p.add_argument("--documents", type=int, default=5000)
     p.add_argument("--document-chars", type=_positive_int, default=96)
+    p.add_argument("--titles", type=int, default=0)
     p.add_argument("--extra-texts", type=Path)
     p.add_argument("--negative-corpora", type=_name_list, default=train_data.NEGATIVE_CORPORA)
     p.add_argument("--max-negative-docs", type=_cap, default=None)

@@ -4,8 +4,8 @@ Stage I (alignment) is a list of texts, mostly query-like: cMedIR train queries,
 questions, Toyhom train questions, MedQuAD train questions, ICD-10 train names in every language, plus a few
 documents cut to query length. Stage II (retrieval) is a list of (query, positive document) pairs: cMedIR train
 query -> a title judged >= 2; KUAKE-QQR label-2 pairs and CHIP-2019 positive pairs (both directions, the partner
-question as the document); Toyhom question -> its doctor's answer; an ICD-10 train name in es/fr/pt/de/zh -> the
-code's document as the icd10 corpus writes it.
+question as the document); Toyhom question -> its doctor's answer; MedQuAD train question -> its answer (the
+medquad-en document); an ICD-10 train name in es/fr/pt/de/zh -> the code's document as the icd10 corpus writes it.
 
 Every source is capped at ``max_per_source`` items chosen by a seeded hash of the item (so the choice depends on
 neither file order nor the other items), texts are de-duplicated across sources (first source wins), and the
@@ -24,8 +24,10 @@ from tools import corpora, splits
 
 T = TypeVar("T")
 
-STAGE1_SOURCES = ("cmedir", "kuake", "chip", "toyhom", "medquad", "icd", "documents")
-STAGE2_SOURCES = ("cmedir", "kuake", "chip", "toyhom", "icd")
+STAGE1_SOURCES = ("cmedir", "kuake", "chip", "toyhom", "medquad", "icd", "documents", "titles")
+# Sources sampled by their own count (--documents, --titles) rather than capped by --max-per-source.
+STAGE1_SAMPLED_SOURCES = ("documents", "titles")
+STAGE2_SOURCES = ("cmedir", "kuake", "chip", "toyhom", "medquad", "icd")
 STAGE2_ICD_LANGS = ("es", "fr", "pt", "de", "zh")
 # Corpora whose documents stage I samples from (ICD documents are name lists: the ICD names already cover them).
 STAGE1_DOCUMENT_CORPORA = ("cmed-zh", "medquad-en")
@@ -84,14 +86,16 @@ def check_sources(sources: Sequence[str], known: Sequence[str], stage: str) -> N
         )
 
 
-def _stage1_documents(data_dir: Path, documents: int, document_chars: int, seed: int) -> list[str]:
-    if documents <= 0:
+def _document_heads(data_dir: Path, corpus_names: Sequence[str], count: int, document_chars: int,
+                    seed: int) -> list[str]:
+    """``count`` distinct document heads (:func:`cut_document`) of the named corpora, none an evaluation text."""
+    if count <= 0:
         return []
     docs: list[str] = []
-    for name in STAGE1_DOCUMENT_CORPORA:
+    for name in corpus_names:
         docs += [cut_document(d.text, document_chars) for d in corpora.load_corpus(name, data_dir)]
     docs = [d for d in dict.fromkeys(docs) if d and not splits.is_eval_text(d, data_dir)]
-    return capped(docs, documents, seed, key=lambda t: t)
+    return capped(docs, count, seed, key=lambda t: t)
 
 
 def stage1_source_texts(
@@ -100,8 +104,10 @@ def stage1_source_texts(
     document_chars: int,
     seed: int = 0,
     sources: Sequence[str] = STAGE1_SOURCES,
+    titles: int = 0,
 ) -> dict[str, list[str]]:
-    """Every candidate text of stage I for each of ``sources``, before capping (documents already sampled)."""
+    """Every candidate text of stage I for each of ``sources``, before capping (documents and titles already
+    sampled)."""
     check_sources(sources, STAGE1_SOURCES, "stage-I")
     resolved = corpora.resolve_data_dir(data_dir)
     loaders: dict[str, Callable[[], list[str]]] = {
@@ -111,7 +117,10 @@ def stage1_source_texts(
         "toyhom": lambda: list(dict.fromkeys(r.question for r in splits.toyhom_split(resolved).train)),
         "medquad": lambda: list(dict.fromkeys(r.question for r in splits.medquad_split(resolved).train)),
         "icd": lambda: list(dict.fromkeys(name for _, _, name in splits.icd_train_names(resolved))),
-        "documents": lambda: _stage1_documents(resolved, documents, document_chars, seed),
+        "documents": lambda: _document_heads(resolved, STAGE1_DOCUMENT_CORPORA, documents, document_chars, seed),
+        # cMedIR titles are what cMedIR queries are scored against: aligning the student on them (with the LLM's
+        # query prompt, as for every stage-I text) lifts cMedIR after stage II (prebuilt_index/reports/probe-stage1-lt).
+        "titles": lambda: _document_heads(resolved, ("cmedir-titles",), titles, document_chars, seed),
     }
     return {source: loaders[source]() for source in STAGE1_SOURCES if source in sources}
 
@@ -126,14 +135,21 @@ def stage1_data(
     extra_texts: Sequence[str] = (),
     sources: Sequence[str] = STAGE1_SOURCES,
     source_caps: Mapping[str, int | None] | None = None,
+    titles: int = 0,
 ) -> Stage1Data:
-    """The stage-I texts. ``extra_texts`` (a user's own unlabeled queries) are added uncapped, as source "extra"."""
+    """The stage-I texts: ``documents`` heads of the cmed-zh and medquad-en documents and ``titles`` heads of the cMedIR
+    titles (both uncapped by ``max_per_source``) among the other sources' capped texts. ``extra_texts`` (a user's
+    own unlabeled queries) are added uncapped, as source "extra"."""
     if source_caps:
         check_sources(list(source_caps), STAGE1_SOURCES, "stage-I")
-    by_source = stage1_source_texts(data_dir, documents, document_chars, seed, sources)
+        sampled = [s for s in source_caps if s in STAGE1_SAMPLED_SOURCES]
+        if sampled:
+            raise corpora.DataError(f"stage-I source {sampled[0]!r} takes no cap: its count is --{sampled[0]}")
+    by_source = stage1_source_texts(data_dir, documents, document_chars, seed, sources, titles)
     texts: dict[str, str] = {}
     for source, candidates in by_source.items():
-        for text in capped(candidates, _cap_of(source, max_per_source, source_caps), seed, key=lambda t: t):
+        cap = None if source in STAGE1_SAMPLED_SOURCES else _cap_of(source, max_per_source, source_caps)
+        for text in capped(candidates, cap, seed, key=lambda t: t):
             if text.strip():
                 texts.setdefault(text, source)
     for text in extra_texts:
@@ -148,7 +164,7 @@ def unlabeled_queries(
 ) -> dict[str, list[str]]:
     """Stage I's query-like training texts of each source in ``caps`` (no documents), capped as stage I caps them
     (None = all), so that the same cap and seed pick texts whose teacher vectors stage I has already cached."""
-    check_sources(list(caps), [s for s in STAGE1_SOURCES if s != "documents"], "LLM-labelled")
+    check_sources(list(caps), [s for s in STAGE1_SOURCES if s not in STAGE1_SAMPLED_SOURCES], "LLM-labelled")
     by_source = stage1_source_texts(data_dir, 0, 1, seed, list(caps))
     return {source: [t for t in capped(texts, caps[source], seed, key=lambda t: t) if t.strip()]
             for source, texts in by_source.items()}
@@ -217,6 +233,9 @@ def stage2_source_pairs(data_dir: Path | str | None, sources: Sequence[str] = ST
         "kuake": lambda: _both_ways(splits.kuake_split(resolved).train, "2", "kuake"),
         "chip": lambda: _both_ways(splits.chip_split(resolved).train, "1", "chip"),
         "toyhom": lambda: [Pair(r.question, r.answer, "toyhom") for r in splits.toyhom_split(resolved).train],
+        # The answer is the medquad-en document's text as is (corpora.medquad_documents), so its teacher vector is
+        # the one a MedQuAD collection holds. Held-out groups share no answer with train rows (tools.splits).
+        "medquad": lambda: [Pair(r.question, r.answer, "medquad") for r in splits.medquad_split(resolved).train],
         "icd": lambda: _icd_pairs(resolved),
     }
     return {source: loaders[source]() for source in STAGE2_SOURCES if source in sources}
