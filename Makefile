@@ -64,8 +64,11 @@ CARE_RUN = $(CACHE_DIR)/runs/care
 CARE_DIMS = 768
 SHIP_DIMS = 768
 SHIP_DTYPE = i8
-STAGE1_DATA = --max-per-source 1200 --documents 1000 --document-chars 64
-STAGE2_DATA = --max-per-source 1500 --source-caps cmedir=0,icd=8000 --sources cmedir,kuake,chip,icd \
+# Run folders carry the recipe's version: a finished stage is reused as it is, so a changed recipe needs new folders.
+CARE_RECIPE = v2
+STAGE1_DATA = --max-per-source 4000 --source-caps cmedir=0,toyhom=0,icd=3000,medquad=1500 --documents 1500 \
+	--document-chars 64 --titles 10000
+STAGE2_DATA = --max-per-source 1500 --source-caps cmedir=0,icd=8000 --sources cmedir,kuake,chip,medquad,icd \
 	--negative-corpora cmedir-titles,icd10
 EVAL_TASKS = cmedir-retrieval,toyhom-qa,icd-coding-es,icd-coding-fr,icd-coding-pt,icd-coding-de,icd-coding-zh,kuake-qqr-sts
 LLM_SKIPPED = llm:toyhom-qa,llm:icd-coding-es,llm:icd-coding-fr,llm:icd-coding-pt,llm:icd-coding-de,llm:icd-coding-zh,\
@@ -74,17 +77,19 @@ prebuilt: setup-tools models
 	-$(VPY) -m tools.build_index seed-cache prebuilt_index/cmed-zh prebuilt_index/icd10
 	test -d $(E5_PRUNED) || $(VPY) -m tools.vocab prune --model $(E5) --out $(E5_PRUNED)
 	$(VPY) -m tools.train teacher stage1 $(STAGE1_DATA)
-	$(VPY) -m tools.train stage1 --student $(E5_PRUNED) --out $(CARE_RUN)/stage1 --dims $(CARE_DIMS) $(STAGE1_DATA) \
-		--epochs 1.5 --resume
+	$(VPY) -m tools.train stage1 --student $(E5_PRUNED) --out $(CARE_RUN)/stage1-$(CARE_RECIPE) --dims $(CARE_DIMS) \
+		$(STAGE1_DATA) --epochs 1 --resume
 	$(VPY) -m tools.build_index embed --corpus cmedir-titles
 	$(VPY) -m tools.build_index embed --corpus icd10
 	$(VPY) -m tools.train teacher stage2 $(STAGE2_DATA)
-	$(VPY) -m tools.train stage2 --student $(CARE_RUN)/stage1 --out $(CARE_RUN)/stage2b $(STAGE2_DATA) --epochs 2 --resume
+	$(VPY) -m tools.train stage2 --student $(CARE_RUN)/stage1-$(CARE_RECIPE) --out $(CARE_RUN)/stage2-$(CARE_RECIPE) \
+		$(STAGE2_DATA) --epochs 2 --resume
 	$(VPY) -m tools.build_index embed --corpus cmed-zh
-	test -d $(CARE_RUN)/qe-stage1 || $(VPY) -m tools.train export --student $(CARE_RUN)/stage1 \
-		--out $(CARE_RUN)/qe-stage1 --name care-stage1
-	test -d $(CARE_RUN)/qe-ship || $(VPY) -m tools.train export --student $(CARE_RUN)/stage2b \
-		--out $(CARE_RUN)/qe-ship --dims $(SHIP_DIMS) --name care-stage2b
+	test -d $(CARE_RUN)/qe-stage1-$(CARE_RECIPE) || $(VPY) -m tools.train export \
+		--student $(CARE_RUN)/stage1-$(CARE_RECIPE) --out $(CARE_RUN)/qe-stage1-$(CARE_RECIPE) --name care-stage1-$(CARE_RECIPE)
+	test -d $(CARE_RUN)/qe-ship-$(CARE_RECIPE) || $(VPY) -m tools.train export \
+		--student $(CARE_RUN)/stage2-$(CARE_RECIPE) --out $(CARE_RUN)/qe-ship-$(CARE_RECIPE) --dims $(SHIP_DIMS) \
+		--name care-stage2-$(CARE_RECIPE)
 	$(VPY) -m tools.build_index build --corpus icd10 --out $(CARE_RUN)/icd10 --dims $(SHIP_DIMS) \
 		--dtype $(SHIP_DTYPE) --expansion-search 512
 	$(VPY) -m tools.build_index build --corpus cmed-zh --out $(CARE_RUN)/cmed-zh --dims $(SHIP_DIMS) \
@@ -100,7 +105,7 @@ e5-symmetric: setup-tools models
 care-eval: prebuilt e5-symmetric
 	$(VPY) -m tools.evaluate --tasks $(EVAL_TASKS) --systems bm25,e5,llm,care,hybrid --skip $(LLM_SKIPPED) \
 		--e5-encoder $(CARE_RUN)/e5-symmetric \
-		--care-encoder $(CARE_RUN)/qe-stage1,$(CARE_RUN)/qe-ship \
+		--care-encoder $(CARE_RUN)/qe-stage1-$(CARE_RECIPE),$(CARE_RUN)/qe-ship-$(CARE_RECIPE) \
 		--latency-queries 100 --threads 2 --out prebuilt_index/reports --name eval-care
 
 # Every task of tools.tasks (retrieval, rerank, STS, ICD coding, MedQuAD, pair classification, the department probe,
@@ -109,7 +114,7 @@ care-eval: prebuilt e5-symmetric
 # hours on 2 cores, everything else minutes.
 full-eval: e5-symmetric
 	$(VPY) -m tools.evaluate --tasks all --systems bm25,e5,llm,care,hybrid --e5-encoder $(CARE_RUN)/e5-symmetric \
-		--care-encoder $(CARE_RUN)/qe-stage1,prebuilt_index/query_encoder --latency-queries 100 --threads 2 \
+		--care-encoder $(CARE_RUN)/qe-stage1-$(CARE_RECIPE),prebuilt_index/query_encoder --latency-queries 100 --threads 2 \
 		--out prebuilt_index/reports --name eval-all
 
 # The shipped default searched through the runtime itself (ANN, BM25 postings, fusion), dense and hybrid, against
@@ -121,7 +126,7 @@ shipped-eval: e5-symmetric
 
 prebuilt-install: prebuilt
 	rm -rf prebuilt_index/query_encoder prebuilt_index/cmed-zh prebuilt_index/cmedir-titles prebuilt_index/icd10
-	cp -r $(CARE_RUN)/qe-ship prebuilt_index/query_encoder
+	cp -r $(CARE_RUN)/qe-ship-$(CARE_RECIPE) prebuilt_index/query_encoder
 	cp -r $(CARE_RUN)/cmed-zh $(CARE_RUN)/icd10 prebuilt_index/
 	printf '{"collection": "cmed-zh", "query_encoder": "query_encoder"}\n' > prebuilt_index/default.json
 	$(VENV)/bin/care-edge info --verify

@@ -395,3 +395,22 @@ def test_rerendering_a_file_that_is_not_a_report_is_one_line(tmp_path: Path, cap
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not a readable tools.evaluate report" in err
     assert not (tmp_path / "broken.png").exists()
+
+
+def test_score_fusion_weights_each_systems_cosines() -> None:
+    from tools.fusion_probe import fused_rankings
+
+    axes = np.eye(3, dtype=np.float32)
+    # System A puts the query on document 0, system B on document 1; document 2 is second for both.
+    a = (np.array([[0.8, 0.0, 0.6]], dtype=np.float32), axes)
+    b = (np.array([[0.0, 0.8, 0.6]], dtype=np.float32), axes)
+    assert fused_rankings(a, b, 1.0, 3)[0].tolist() == [0, 2, 1]
+    assert fused_rankings(a, b, 0.0, 3)[0].tolist() == [1, 2, 0]
+    assert fused_rankings(a, b, 0.5, 1)[0].tolist() == [2]  # 0.6 beats 0.4 for either system's favourite
+
+
+def test_fusion_probe_refuses_bad_weights(capsys: pytest.CaptureFixture[str]) -> None:
+    from tools import fusion_probe
+
+    assert fusion_probe.main(["--weights", "0,x"]) == 2
+    assert "--weights" in capsys.readouterr().err

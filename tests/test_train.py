@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -143,6 +143,24 @@ def test_linear_schedule_warms_up_then_decays_to_zero() -> None:
     factor = linear_schedule(total=100, warmup=10)
     assert factor(0) == pytest.approx(0.1) and factor(9) == pytest.approx(1.0)
     assert factor(55) == pytest.approx(0.5) and factor(100) == 0.0
+
+
+def test_a_finished_run_is_reused_only_for_the_same_recipe(tmp_path: Path) -> None:
+    from edge.errors import BadInput
+
+    config = train.Stage1Config(student=tmp_path / "e5", out=tmp_path / "run", steps=5, resume=True, titles=10)
+    (config.out / st.MODEL_SUBDIR).mkdir(parents=True)
+    recorded = train._jsonable(config)
+    del recorded["titles"]  # a run from before the setting existed: read as its default, 0
+    train_state.update_run(config.out, stage="stage1", status="complete", config=recorded, document_encoder={})
+    with pytest.raises(BadInput, match=r"other settings \(titles\)"):
+        train._already_complete(config, "stage1")
+    untitled = train.Stage1Config(student=tmp_path / "e5", out=tmp_path / "run", steps=5, resume=True)
+    assert train._already_complete(untitled, "stage1") is not None
+    # How it is run (threads, logging) is not the recipe; the learning rate is.
+    assert train._already_complete(replace(untitled, threads=1, log_every=3), "stage1") is not None
+    with pytest.raises(BadInput, match=r"\(lr\)"):
+        train._already_complete(replace(untitled, lr=1e-4), "stage1")
 
 
 def test_capped_choice_does_not_depend_on_order() -> None:

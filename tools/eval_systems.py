@@ -367,6 +367,10 @@ class DenseSystem(System):
         return self._documents.get(corpus.key, lambda: np.ascontiguousarray(self._document_vectors(corpus),
                                                                              dtype=np.float32))
 
+    def document_vectors(self, corpus: Corpus) -> np.ndarray:
+        """The corpus's document vectors, loaded once per corpus (shared with :meth:`with_query_side` systems)."""
+        return self._docs(corpus)
+
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         # The fusion asks for the same queries right after this system did: encode them once.
         key = tuple(texts)

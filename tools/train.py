@@ -196,8 +196,26 @@ def _already_complete(config: CommonConfig, stage: str) -> StageResult | None:
         if not config.resume:
             raise BadInput(f"{config.out} already holds a complete {stage} run: pass --resume to reuse it, "
                            "or choose a new --out")
+        changed = _changed_settings(run.get("config", {}), config)
+        if changed:
+            raise BadInput(f"{config.out} holds a complete {stage} run made with other settings ({', '.join(changed)}):"
+                           " choose a new --out for this recipe")
         return StageResult(Path(config.out), model_dir, run["document_encoder"], run)
     return None
+
+
+# How a run is watched or scheduled, not what it trains: these may differ when a finished run is reused.
+_NOT_RECIPE = frozenset({"out", "threads", "checkpoint_every", "log_every", "resume", "teacher_missing", "progress",
+                         "command", "cache_dir", "data_dir"})
+
+
+def _changed_settings(recorded: dict[str, Any], config: CommonConfig) -> list[str]:
+    """The settings of ``config`` that differ from a finished run's recorded ones (a key the run predates counts
+    as its default)."""
+    current = json.loads(json.dumps(_jsonable(config)))
+    defaults = json.loads(json.dumps(_jsonable(type(config)(student=Path("."), out=Path(".")))))
+    return [key for key, value in current.items()
+            if key not in _NOT_RECIPE and recorded.get(key, defaults.get(key)) != value]
 
 
 def _start_run(config: CommonConfig, stage: str) -> Path:

@@ -1,0 +1,92 @@
+"""How good a teacher would two dense systems make together: score fusion of their cosines on one retrieval task.
+
+    python -m tools.fusion_probe [--task cmedir-retrieval] [--weights 0,0.3,0.5,0.7,1] [--care-encoder DIR]
+
+For each weight w it ranks the task's corpus by ``w * cos_llm + (1 - w) * cos_e5`` (and, with ``--care-encoder``,
+``w * cos_care + (1 - w) * cos_e5``) and prints the task's primary metric, one JSON line per weight. It reads
+the GGUF's vectors from the cache as ``tools.evaluate`` does, so on a warm cache it takes a minute. It answers one
+question for stage II: whether a fused LLM + e5 score distribution would be a better distillation target than the
+LLM's alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from edge.errors import CareEdgeError
+from tools import metrics
+from tools.corpora import load_corpus
+from tools.eval_systems import DenseSystem, GgufVectors, care_system, e5_system, llm_system, top_k
+from tools.evaluate import CorpusCache, primary_metric
+from tools.models import ModelCache, cache_root
+from tools.tasks import load_task
+
+QUERY_CHUNK = 256
+DEFAULT_E5 = "~/.cache/care-edge/runs/care/e5-symmetric"
+
+
+def fused_rankings(left: tuple[np.ndarray, np.ndarray], right: tuple[np.ndarray, np.ndarray], weight: float,
+                   depth: int) -> list[np.ndarray]:
+    """Top ``depth`` document rows per query by ``weight * left cosine + (1 - weight) * right cosine``; each side
+    is (query vectors, document vectors) of one system, L2-normalised."""
+    (lq, ld), (rq, rd) = left, right
+    out: list[np.ndarray] = []
+    for start in range(0, len(lq), QUERY_CHUNK):
+        end = start + QUERY_CHUNK
+        out.extend(top_k(weight * (lq[start:end] @ ld.T) + (1 - weight) * (rq[start:end] @ rd.T), depth))
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.fusion_probe", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--task", default="cmedir-retrieval", help="a retrieval task of tools.tasks")
+    parser.add_argument("--weights", default="0,0.3,0.5,0.7,1", help="comma list of the first system's weight")
+    parser.add_argument("--e5-encoder", default=DEFAULT_E5, help="the symmetric e5 export (make e5-symmetric)")
+    parser.add_argument("--care-encoder", help="also fuse this CARE encoder with e5")
+    parser.add_argument("--data-dir", type=Path)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    try:
+        weights = [float(w) for w in args.weights.split(",") if w.strip()]
+    except ValueError:
+        print(f"error: --weights {args.weights!r}: expected numbers, e.g. 0,0.3,1", file=sys.stderr)
+        return 2
+    try:
+        models = ModelCache(cache_root(None))
+        task = load_task(args.task, args.data_dir)
+        if task.kind != "retrieval":
+            print(f"error: --task {args.task} is a {task.kind} task: pass a retrieval task", file=sys.stderr)
+            return 2
+        corpus = CorpusCache(lambda name: load_corpus(name, args.data_dir)).view(task)
+        qids = sorted(task.queries)
+        queries = [task.queries[q] for q in qids]
+        judgements = [task.qrels[q] for q in qids]
+        gguf = GgufVectors("embeddinggemma", models, threads=args.threads, progress=False)
+        e5 = e5_system(Path(args.e5_encoder).expanduser(), models, threads=args.threads, progress=False)
+        pairs: list[tuple[str, DenseSystem]] = [("llm", llm_system(gguf, dims=768))]
+        if args.care_encoder:
+            pairs.append(("care", care_system(Path(args.care_encoder), gguf, threads=args.threads)))
+        metric = primary_metric(task.name, task.kind)
+        depth = metrics.ranking_depth((metric,)) or len(corpus.ids)
+        right = (e5.embed(queries), e5.document_vectors(corpus))
+        for name, system in pairs:
+            left = (system.embed(queries), system.document_vectors(corpus))
+            for weight in weights:
+                ranked = [[corpus.ids[i] for i in r] for r in fused_rankings(left, right, weight, depth)]
+                values, _ = metrics.ranking_metrics(ranked, judgements, task.relevant_gain, (metric,))
+                print(json.dumps({"task": task.name, "fused": f"{name}+e5", f"{name}_weight": weight,
+                                  metric: round(values[metric], 4)}))
+    except CareEdgeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
