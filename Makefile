@@ -53,8 +53,8 @@ bootstrap: setup-tools
 
 # CARE, from the models and ../shared/data: EmbeddingGemma GGUF document vectors, the two training stages, INT8
 # export, then the collections, all into $(CARE_RUN). Every step resumes where it stopped (text-keyed vector cache,
-# training checkpoints, finished stages skipped); about 3 hours on 2 free cores if run in this order (README, "Training
-# the query encoder", gives a schedule of single-thread jobs side by side that takes 2 hours). The student is
+# training checkpoints, a finished stage reused when its settings match); about 3.5 hours on 2 free cores if run in
+# this order (README, "Training the query encoder", gives the wall time of each step). The student is
 # trained at the GGUF's full 768 dims. What ships is $(SHIP_DIMS) dims with $(SHIP_DTYPE) vectors; a Matryoshka
 # width below 768 would cut the query encoder (`export --dims`) and the collections alike. 768 i8 was measured
 # better and smaller than 512 f16 (README, "Dims and dtype"). `make care-eval` evaluates it against BM25, e5 and the LLM in one
@@ -64,7 +64,7 @@ CARE_RUN = $(CACHE_DIR)/runs/care
 CARE_DIMS = 768
 SHIP_DIMS = 768
 SHIP_DTYPE = i8
-# Run folders carry the recipe's version: a finished stage is reused as it is, so a changed recipe needs new folders.
+# Run folders carry the recipe's version: a finished stage with other settings is refused, so a new recipe needs new folders.
 CARE_RECIPE = v2
 STAGE1_DATA = --max-per-source 4000 --source-caps cmedir=0,toyhom=0,icd=3000,medquad=1500 --documents 1500 \
 	--document-chars 64 --titles 10000

@@ -28,7 +28,6 @@ from tools.models import ModelCache, cache_root
 from tools.tasks import load_task
 
 QUERY_CHUNK = 256
-DEFAULT_E5 = "~/.cache/care-edge/runs/care/e5-symmetric"
 
 
 def fused_rankings(left: tuple[np.ndarray, np.ndarray], right: tuple[np.ndarray, np.ndarray], weight: float,
@@ -47,7 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.fusion_probe", description=__doc__.split("\n\n")[0])
     parser.add_argument("--task", default="cmedir-retrieval", help="a retrieval task of tools.tasks")
     parser.add_argument("--weights", default="0,0.3,0.5,0.7,1", help="comma list of the first system's weight")
-    parser.add_argument("--e5-encoder", default=DEFAULT_E5, help="the symmetric e5 export (make e5-symmetric)")
+    parser.add_argument("--e5-encoder", type=Path, help="the symmetric e5 export (default: make e5-symmetric's, "
+                        "$CARE_EDGE_CACHE/runs/care/e5-symmetric)")
     parser.add_argument("--care-encoder", help="also fuse this CARE encoder with e5")
     parser.add_argument("--data-dir", type=Path)
     parser.add_argument("--threads", type=int, default=2)
@@ -68,7 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         queries = [task.queries[q] for q in qids]
         judgements = [task.qrels[q] for q in qids]
         gguf = GgufVectors("embeddinggemma", models, threads=args.threads, progress=False)
-        e5 = e5_system(Path(args.e5_encoder).expanduser(), models, threads=args.threads, progress=False)
+        e5_dir = args.e5_encoder or models.root / "runs" / "care" / "e5-symmetric"
+        e5 = e5_system(e5_dir, models, threads=args.threads, progress=False)
         pairs: list[tuple[str, DenseSystem]] = [("llm", llm_system(gguf, dims=768))]
         if args.care_encoder:
             pairs.append(("care", care_system(Path(args.care_encoder), gguf, threads=args.threads)))
