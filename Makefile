@@ -70,6 +70,10 @@ STAGE1_DATA = --max-per-source 4000 --source-caps cmedir=0,toyhom=0,icd=3000,med
 	--document-chars 64 --titles 10000
 STAGE2_DATA = --max-per-source 1500 --source-caps cmedir=0,icd=8000 --sources cmedir,kuake,chip,medquad,icd \
 	--negative-corpora cmedir-titles,icd10
+# A second stage-II pass on a subset of STAGE2_DATA's pairs (no new teacher vectors), weighted to cMedIR; negatives
+# are re-mined with the first pass's student.
+STAGE2C_DATA = --max-per-source 1000 --source-caps cmedir=0,icd=3000 --sources cmedir,kuake,chip,medquad,icd \
+	--negative-corpora cmedir-titles,icd10
 EVAL_TASKS = cmedir-retrieval,toyhom-qa,icd-coding-es,icd-coding-fr,icd-coding-pt,icd-coding-de,icd-coding-zh,kuake-qqr-sts
 LLM_SKIPPED = llm:toyhom-qa,llm:icd-coding-es,llm:icd-coding-fr,llm:icd-coding-pt,llm:icd-coding-de,llm:icd-coding-zh,\
 	llm:kuake-qqr-sts
@@ -84,12 +88,14 @@ prebuilt: setup-tools models
 	$(VPY) -m tools.train teacher stage2 $(STAGE2_DATA)
 	$(VPY) -m tools.train stage2 --student $(CARE_RUN)/stage1-$(CARE_RECIPE) --out $(CARE_RUN)/stage2-$(CARE_RECIPE) \
 		$(STAGE2_DATA) --epochs 2 --resume
+	$(VPY) -m tools.train stage2 --student $(CARE_RUN)/stage2-$(CARE_RECIPE) --out $(CARE_RUN)/stage2c-$(CARE_RECIPE) \
+		$(STAGE2C_DATA) --epochs 2.5 --resume
 	$(VPY) -m tools.build_index embed --corpus cmed-zh
 	test -d $(CARE_RUN)/qe-stage1-$(CARE_RECIPE) || $(VPY) -m tools.train export \
 		--student $(CARE_RUN)/stage1-$(CARE_RECIPE) --out $(CARE_RUN)/qe-stage1-$(CARE_RECIPE) --name care-stage1-$(CARE_RECIPE)
 	test -d $(CARE_RUN)/qe-ship-$(CARE_RECIPE) || $(VPY) -m tools.train export \
-		--student $(CARE_RUN)/stage2-$(CARE_RECIPE) --out $(CARE_RUN)/qe-ship-$(CARE_RECIPE) --dims $(SHIP_DIMS) \
-		--name care-stage2-$(CARE_RECIPE)
+		--student $(CARE_RUN)/stage2c-$(CARE_RECIPE) --out $(CARE_RUN)/qe-ship-$(CARE_RECIPE) --dims $(SHIP_DIMS) \
+		--name care-stage2c-$(CARE_RECIPE)
 	$(VPY) -m tools.build_index build --corpus icd10 --out $(CARE_RUN)/icd10 --dims $(SHIP_DIMS) \
 		--dtype $(SHIP_DTYPE) --expansion-search 512
 	$(VPY) -m tools.build_index build --corpus cmed-zh --out $(CARE_RUN)/cmed-zh --dims $(SHIP_DIMS) \
