@@ -20,14 +20,12 @@ from typing import Sequence
 import numpy as np
 
 from edge.errors import CareEdgeError
-from tools import metrics
 from tools.corpora import load_corpus
-from tools.eval_systems import DenseSystem, GgufVectors, care_system, e5_system, llm_system, top_k
-from tools.evaluate import CorpusCache, primary_metric
+from tools.eval_systems import (QUERY_CHUNK, Corpus, DenseSystem, GgufVectors, System, care_system, e5_system,
+                                llm_system, top_k)
+from tools.evaluate import CorpusCache, Settings, primary_metric, run_retrieval
 from tools.models import ModelCache, cache_root
 from tools.tasks import load_task
-
-QUERY_CHUNK = 256
 
 
 def fused_rankings(left: tuple[np.ndarray, np.ndarray], right: tuple[np.ndarray, np.ndarray], weight: float,
@@ -40,6 +38,17 @@ def fused_rankings(left: tuple[np.ndarray, np.ndarray], right: tuple[np.ndarray,
         end = start + QUERY_CHUNK
         out.extend(top_k(weight * (lq[start:end] @ ld.T) + (1 - weight) * (rq[start:end] @ rd.T), depth))
     return out
+
+
+class ScoreFusionSystem(System):
+    """Two dense systems' cosines, weighted, as one retrieval system for ``tools.evaluate.run_retrieval``."""
+
+    def __init__(self, name: str, left: DenseSystem, right: DenseSystem, weight: float) -> None:
+        self.name, self.left, self.right, self.weight = name, left, right, weight
+
+    def rank(self, queries: Sequence[str], corpus: Corpus, depth: int) -> list[np.ndarray]:
+        return fused_rankings((self.left.embed(queries), self.left.document_vectors(corpus)),
+                              (self.right.embed(queries), self.right.document_vectors(corpus)), self.weight, depth)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -63,26 +72,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         if task.kind != "retrieval":
             print(f"error: --task {args.task} is a {task.kind} task: pass a retrieval task", file=sys.stderr)
             return 2
-        corpus = CorpusCache(lambda name: load_corpus(name, args.data_dir)).view(task)
-        qids = sorted(task.queries)
-        queries = [task.queries[q] for q in qids]
-        judgements = [task.qrels[q] for q in qids]
         gguf = GgufVectors("embeddinggemma", models, threads=args.threads, progress=False)
         e5_dir = args.e5_encoder or models.root / "runs" / "care" / "e5-symmetric"
         e5 = e5_system(e5_dir, models, threads=args.threads, progress=False)
         pairs: list[tuple[str, DenseSystem]] = [("llm", llm_system(gguf, dims=768))]
         if args.care_encoder:
             pairs.append(("care", care_system(Path(args.care_encoder), gguf, threads=args.threads)))
+        corpora = CorpusCache(lambda name: load_corpus(name, args.data_dir))
         metric = primary_metric(task.name, task.kind)
-        depth = metrics.ranking_depth((metric,)) or len(corpus.ids)
-        right = (e5.embed(queries), e5.document_vectors(corpus))
         for name, system in pairs:
-            left = (system.embed(queries), system.document_vectors(corpus))
-            for weight in weights:
-                ranked = [[corpus.ids[i] for i in r] for r in fused_rankings(left, right, weight, depth)]
-                values, _ = metrics.ranking_metrics(ranked, judgements, task.relevant_gain, (metric,))
+            fused = [ScoreFusionSystem(f"{name}+e5@{w}", system, e5, w) for w in weights]
+            outcome = run_retrieval(task, fused, corpora, Settings(latency_queries=0))
+            for weight, one in zip(weights, fused):
                 print(json.dumps({"task": task.name, "fused": f"{name}+e5", f"{name}_weight": weight,
-                                  metric: round(values[metric], 4)}))
+                                  metric: round(outcome.metrics[one.name][metric], 4)}))
     except CareEdgeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
