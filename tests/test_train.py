@@ -70,6 +70,49 @@ def test_kl_gradient_flows_to_the_student_only() -> None:
     assert teacher.grad is None
 
 
+def test_score_kl_from_the_teachers_own_cosines_equals_the_vector_form() -> None:
+    t, c, s = _unit(4, 8, 12), _unit(10, 8, 13), _unit(4, 8, 14)
+    mask = torch.zeros(4, 10, dtype=torch.bool)
+    mask[1, 4] = True
+    assert torch.allclose(losses.score_kl(s, c, t @ c.T, 0.02, mask), losses.distribution_kl(s, t, c, 0.02, mask))
+
+
+def _stage2_batch(co_weight: float):
+    """One stage-II batch whose LLM teacher and co-teacher rank the candidates in opposite orders."""
+    student, docs = _unit(3, 8, 15), _unit(6, 8, 16)
+    llm_queries = docs[:3] + 0.05  # the LLM teacher prefers each query's own positive
+    co_queries, co_docs = _unit(3, 4, 17), _unit(6, 4, 18)
+    mask = torch.zeros(3, 6, dtype=torch.bool)
+    config = train.Stage2Config(student=Path("."), out=Path("."), steps=1, kl_co_weight=co_weight,
+                                kl_co_teacher=Path("e5"), align_weight=0.0)
+    model = lambda ids, attention: student  # noqa: E731  (the batch's student vectors, as a model would give)
+    return train.stage2_loss(config), model, ((None, None), llm_queries, docs, mask, (co_queries, co_docs)), \
+        (student, llm_queries, co_queries, docs, co_docs)
+
+
+def test_the_co_teacher_share_moves_the_kl_target_from_the_llm_to_the_co_teacher() -> None:
+    loss_llm_only, model, batch, (student, llm_q, co_q, docs, co_docs) = _stage2_batch(0.0)
+    _, parts = loss_llm_only(model, batch)
+    assert parts["loss_kl"] == pytest.approx(float(losses.distribution_kl(student, llm_q, docs, 0.02)), rel=1e-5)
+    loss_co_only, *_ = _stage2_batch(1.0)
+    _, parts = loss_co_only(model, batch)
+    assert parts["loss_kl"] == pytest.approx(float(losses.score_kl(student, docs, co_q @ co_docs.T, 0.02)), rel=1e-5)
+    loss_half, *_ = _stage2_batch(0.5)
+    _, parts = loss_half(model, batch)
+    fused = 0.5 * llm_q @ docs.T + 0.5 * co_q @ co_docs.T
+    assert parts["loss_kl"] == pytest.approx(float(losses.score_kl(student, docs, fused, 0.02)), rel=1e-5)
+
+
+def test_a_co_teacher_share_outside_zero_to_one_is_refused_in_one_line(tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture) -> None:
+    args = ["stage2", "--student", str(tmp_path / "s1"), "--out", str(tmp_path / "s2"), "--steps", "1",
+            "--kl-co-teacher", str(tmp_path / "e5"), "--kl-co-weight", "1.5"]
+    assert train.main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--kl-co-weight 1.5" in err
+    assert not (tmp_path / "s2").exists()  # refused before anything was written
+
+
 # ------------------------------------------------------------------------------------------------ student head
 
 
@@ -484,6 +527,29 @@ def test_the_trainer_refuses_evaluation_texts(
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(lines) == 1 and "evaluation texts" in lines[0] and "Traceback" not in lines[0]
     assert not (out / "model").exists() and not (out / train_state.CHECKPOINT_FILE).exists()
+
+
+@pytest.mark.slow
+@needs_data
+def test_stage2_with_a_co_teacher_distils_the_fused_target_and_records_it(pipeline: Pipeline,
+                                                                          tmp_path: Path) -> None:
+    from conftest import build_encoder_dir
+
+    co_dir = build_encoder_dir(tmp_path / "co", name="tiny-co-teacher")  # symmetric: aligned to its own graph
+    out = tmp_path / "s2co"
+    args = _stage2_args(pipeline.stage1, out, pipeline.teacher_args)
+    args[args.index("--steps") + 1] = "4"
+    assert train.main([*args, "--teacher-missing", "error", "--kl-co-teacher", str(co_dir),
+                       "--kl-co-weight", "0.5"]) == 0
+    run = train_state.read_run(out)
+    assert run["status"] == "complete" and run["kl_co_teacher"]["name"] == "tiny-co-teacher"
+    assert run["kl_co_teacher"]["weight"] == 0.5
+    kl = [r["loss_kl"] for r in train_state.read_log(out / train_state.LOG_FILE) if r["stage"] == "stage2"]
+    assert len(kl) == 4 and all(np.isfinite(kl))
+    # Its first step starts from the same student and batch as the plain run's: only the KL target differs.
+    plain = [r["loss_kl"] for r in train_state.read_log(pipeline.stage2 / train_state.LOG_FILE)
+             if r["stage"] == "stage2"]
+    assert kl[0] != pytest.approx(plain[0], rel=1e-3)
 
 
 @pytest.mark.slow

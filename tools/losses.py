@@ -4,7 +4,8 @@
   scale does not shrink with the number of dimensions (a per-component mean would, and would vanish next to the
   contrastive terms at 768 dims).
 - :func:`info_nce`: cross-entropy of each query against a set of candidate vectors (its positive at a given column).
-- :func:`distribution_kl`: KL(teacher || student) between the two score distributions over the same candidates.
+- :func:`distribution_kl`: KL(teacher || student) between the two score distributions over the same candidates;
+  :func:`score_kl` is the same from the teacher's cosines as given (a fusion of two teachers' cosines, say).
 
 Masked candidates (another query's positive that is also a positive of this query) get a large negative logit, not
 ``-inf``: ``-inf`` on both sides of a KL makes ``0 * (-inf - -inf)`` = NaN.
@@ -57,7 +58,22 @@ def distribution_kl(
 ) -> torch.Tensor:
     """KL(teacher || student) of the softmax score distributions over ``candidates``, averaged over the batch: the
     student learns how the LLM itself ranks the candidates, not only which one is the positive."""
+    return score_kl(student_queries, candidates, teacher_queries @ candidates.T, temperature, mask)
+
+
+def score_kl(
+    student_queries: torch.Tensor,
+    candidates: torch.Tensor,
+    teacher_scores: torch.Tensor,
+    temperature: float,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """KL(teacher || student) where the teacher's [B, C] cosines over ``candidates`` are given rather than computed
+    from teacher vectors in the candidates' space: a teacher may score with vectors of its own."""
     student_log = F.log_softmax(_logits(student_queries, candidates, temperature, mask), dim=-1)
     with torch.no_grad():
-        teacher_log = F.log_softmax(_logits(teacher_queries, candidates, temperature, mask), dim=-1)
+        teacher_logits = teacher_scores.detach() / temperature
+        if mask is not None:
+            teacher_logits = teacher_logits.masked_fill(mask, MASKED_LOGIT)
+        teacher_log = F.log_softmax(teacher_logits, dim=-1)
     return F.kl_div(student_log, teacher_log, log_target=True, reduction="batchmean")

@@ -20,7 +20,10 @@ negatives mined once, before training, from the frozen *document* vectors with t
 minus known positives, ``tools.negatives``). Loss = InfoNCE at T=0.02 against the frozen document vectors of the
 batch (every pair's positive + negatives; other queries' candidates that are positives of this query are masked)
 + ``kl_weight`` * KL(LLM query->candidate score distribution || student's) + ``align_weight`` * ``|s - t_q|^2``
-to the LLM's query vector (keeps the student from drifting off the space the KL and MSE anchor).
+to the LLM's query vector (keeps the student from drifting off the space the KL and MSE anchor). With
+``--kl-co-teacher DIR`` the KL target is the fusion ``(1 - w) * cos_llm + w * cos_e5`` of the LLM's cosines and a
+symmetric encoder's own (``tools.co_teacher``, ``w`` = ``--kl-co-weight``); the student still scores against the
+LLM's document vectors.
 
 Both stages: the student is ``tools.export.load_student``'s module (XLM-R backbone, optional first-N layers,
 mean pool, head, L2 norm) with the word-embedding matrix frozen; AdamW (lr 5e-5, weight decay 0.01), linear
@@ -135,6 +138,10 @@ class Stage2Config(CommonConfig):
     llm_labelled: tuple[tuple[str, int | None], ...] = ()
     llm_labelled_corpus: str = "cmedir-titles"
     llm_labelled_min_score: float = 0.0
+    # A symmetric encoder folder whose own cosines are fused into the KL target (tools.co_teacher); None = the
+    # LLM's alone. kl_co_weight is its share of the fused cosine.
+    kl_co_teacher: Path | None = None
+    kl_co_weight: float = 0.7
 
 
 @dataclass(frozen=True)
@@ -370,6 +377,8 @@ class Stage2Tensors:
     query_vectors: torch.Tensor  # teacher, query prompt [n_queries, dims]
     doc_vectors: torch.Tensor  # teacher, document prompt [n_docs, dims]
     negatives: np.ndarray  # [n_pairs, k]
+    co_query_vectors: torch.Tensor | None = None  # co-teacher, its own space [n_queries, d'] (tools.co_teacher)
+    co_doc_vectors: torch.Tensor | None = None  # [n_docs, d']
 
 
 def stage2_batches(t: Stage2Tensors, config: Stage2Config, tokenize):
@@ -384,19 +393,28 @@ def stage2_batches(t: Stage2Tensors, config: Stage2Config, tokenize):
             mask[i] = [c in banned for c in candidate_list]
             mask[i, i] = False  # its own positive stays the target
         texts = [t.queries[q] for q in query_rows]
-        return (tokenize(texts), t.query_vectors[torch.from_numpy(query_rows)],
-                t.doc_vectors[torch.from_numpy(candidates)], torch.from_numpy(mask))
+        query_index, candidate_index = torch.from_numpy(query_rows), torch.from_numpy(candidates)
+        co = None
+        if t.co_query_vectors is not None and t.co_doc_vectors is not None:
+            co = (t.co_query_vectors[query_index], t.co_doc_vectors[candidate_index])
+        return (tokenize(texts), t.query_vectors[query_index], t.doc_vectors[candidate_index],
+                torch.from_numpy(mask), co)
 
     return batch_at
 
 
 def stage2_loss(config: Stage2Config):
     def loss_of(model: torch.nn.Module, batch) -> tuple[torch.Tensor, dict[str, float]]:
-        (ids, mask), teacher_queries, candidates, banned = batch
+        (ids, mask), teacher_queries, candidates, banned, co = batch
         student = model(ids, mask)
         target = torch.arange(len(student))
         nce = losses.info_nce(student, candidates, target, config.temperature, banned)
-        kl = losses.distribution_kl(student, teacher_queries, candidates, config.kl_temperature, banned)
+        teacher_scores = teacher_queries @ candidates.T
+        if co is not None:
+            co_queries, co_candidates = co
+            teacher_scores = ((1 - config.kl_co_weight) * teacher_scores
+                              + config.kl_co_weight * (co_queries @ co_candidates.T))
+        kl = losses.score_kl(student, candidates, teacher_scores, config.kl_temperature, banned)
         align = losses.squared_distance(student, teacher_queries)
         total = nce + config.kl_weight * kl + config.align_weight * align
         with torch.no_grad():
@@ -464,6 +482,8 @@ def train_stage2(config: Stage2Config) -> StageResult:
         raise BadInput(f"--negative-ranks: {exc}") from None
     if config.negatives < 1 or band[1] - band[0] + 1 < config.negatives:
         raise BadInput(f"--negatives {config.negatives} does not fit in --negative-ranks {config.negative_ranks}")
+    if not 0.0 <= config.kl_co_weight <= 1.0:
+        raise BadInput(f"--kl-co-weight {config.kl_co_weight}: expected a share between 0 and 1")
     done = _already_complete(config, "stage2")
     if done:
         return done
@@ -503,6 +523,7 @@ def train_stage2(config: Stage2Config) -> StageResult:
                                   what="stage-II documents")
     document_encoder = teacher.document_encoder(dims)
     teacher.close()
+    co = _co_teacher(config, queries, data.documents)
     phases.done("teacher")
 
     query_row = {q: i for i, q in enumerate(queries)}
@@ -523,17 +544,33 @@ def train_stage2(config: Stage2Config) -> StageResult:
     tensors = Stage2Tensors(queries=queries, pair_query=pair_query,
                             pair_positive=np.array(data.positive_rows, dtype=np.int64), excluded=excluded,
                             query_vectors=torch.from_numpy(query_vectors), doc_vectors=torch.from_numpy(doc_vectors),
-                            negatives=negative_rows)
+                            negatives=negative_rows,
+                            co_query_vectors=None if co is None else torch.from_numpy(co.queries),
+                            co_doc_vectors=None if co is None else torch.from_numpy(co.documents))
     steps = steps_for(len(data.pairs), config.batch_size, config.steps, config.epochs)
     loop = LoopConfig(stage="stage2", steps=steps, lr=config.lr, warmup_steps=int(steps * WARMUP_FRACTION),
                       checkpoint_every=config.checkpoint_every, log_every=config.log_every, dropout=config.dropout)
     fingerprint = {"key": key, "batch_size": config.batch_size, "steps": steps, "lr": config.lr,
                    "temperature": config.temperature, "kl_weight": config.kl_weight,
-                   "kl_temperature": config.kl_temperature, "align_weight": config.align_weight}
+                   "kl_temperature": config.kl_temperature, "align_weight": config.align_weight,
+                   **({"kl_co_teacher": co.identity["sha256"], "kl_co_weight": config.kl_co_weight} if co else {})}
     result = run_loop(model, config=loop, fingerprint=fingerprint, resume=config.resume, run_dir=run_dir,
                       batch_at=stage2_batches(tensors, config, tokenize), loss_of=stage2_loss(config))
     phases.done("train")
     return _finish(model, config, run_dir, phases, "stage2", result, document_encoder)
+
+
+def _co_teacher(config: Stage2Config, queries: Sequence[str], documents: Sequence[str]):
+    """The co-teacher's vectors of the stage's queries and documents (None without ``--kl-co-teacher``)."""
+    if config.kl_co_teacher is None:
+        return None
+    from tools.co_teacher import co_teacher_vectors
+    from tools.models import ModelCache, cache_root
+
+    co = co_teacher_vectors(config.kl_co_teacher, ModelCache(cache_root(config.cache_dir)), queries, documents,
+                            threads=config.threads, progress=config.progress)
+    train_state.update_run(Path(config.out), kl_co_teacher={**co.identity, "weight": config.kl_co_weight})
+    return co
 
 
 def _student_digest(model_dir: Path) -> str:
@@ -763,6 +800,9 @@ def _add_common(p: argparse.ArgumentParser, *, stage: str | None, paths: bool = 
         p.add_argument("--kl-weight", type=float, default=1.0)
         p.add_argument("--kl-temperature", type=float, default=0.02)
         p.add_argument("--align-weight", type=float, default=0.1)
+        p.add_argument("--kl-co-teacher", type=Path, help="a symmetric encoder folder (make e5-symmetric's) whose "
+                       "own cosines are fused into the KL target (tools.co_teacher)")
+        p.add_argument("--kl-co-weight", type=float, default=0.7, help="the co-teacher's share of that target")
         p.add_argument("--negatives", type=_positive_int, default=7)
         p.add_argument("--negative-ranks", default="4:40", help="FIRST:LAST ranks (1-based) negatives come from")
         p.add_argument("--negative-corpora", type=_name_list, default=train_data.NEGATIVE_CORPORA,
