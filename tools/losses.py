@@ -31,7 +31,11 @@ def mean_cosine(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
 
 def _logits(queries: torch.Tensor, candidates: torch.Tensor, temperature: float,
             mask: torch.Tensor | None) -> torch.Tensor:
-    logits = queries @ candidates.T / temperature
+    return _scaled(queries @ candidates.T, temperature, mask)
+
+
+def _scaled(scores: torch.Tensor, temperature: float, mask: torch.Tensor | None) -> torch.Tensor:
+    logits = scores / temperature
     if mask is not None:
         logits = logits.masked_fill(mask, MASKED_LOGIT)
     return logits
@@ -72,8 +76,5 @@ def score_kl(
     from teacher vectors in the candidates' space: a teacher may score with vectors of its own."""
     student_log = F.log_softmax(_logits(student_queries, candidates, temperature, mask), dim=-1)
     with torch.no_grad():
-        teacher_logits = teacher_scores.detach() / temperature
-        if mask is not None:
-            teacher_logits = teacher_logits.masked_fill(mask, MASKED_LOGIT)
-        teacher_log = F.log_softmax(teacher_logits, dim=-1)
+        teacher_log = F.log_softmax(_scaled(teacher_scores, temperature, mask), dim=-1)
     return F.kl_div(student_log, teacher_log, log_target=True, reduction="batchmean")
