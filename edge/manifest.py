@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import importlib.metadata
 import json
 import os
+import platform
 import sqlite3
 import subprocess
 from dataclasses import asdict, dataclass
@@ -307,8 +309,26 @@ def check_files(directory: str | os.PathLike[str], manifest: Mapping[str, Any], 
         raise ArtifactError(f"{directory}: {problems[0]}{more}: re-copy or rebuild this artifact")
 
 
-def created_info(tool: str, command: str | None = None) -> dict[str, str]:
-    """The ``created`` block: tool, command line, git revision of the repo (or "unknown"), UTC timestamp."""
+# Whose numerics can move a measured figure between two machines (INT8 kernels, tokenization, HNSW, GGUF); recorded
+# so that a drift between a report and its rerun can be told from a code change.
+RECORDED_PACKAGES = ("numpy", "onnxruntime", "tokenizers", "usearch", "llama_cpp_python", "torch")
+
+
+def package_versions(names: Sequence[str] = RECORDED_PACKAGES) -> dict[str, str]:
+    """Installed versions of ``names`` (distribution names), read from package metadata without importing them;
+    absent ones are left out."""
+    found: dict[str, str] = {"python": platform.python_version()}
+    for name in names:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def created_info(tool: str, command: str | None = None) -> dict[str, Any]:
+    """The ``created`` block: tool, command line, git revision of the repo (or "unknown"), UTC timestamp, and the
+    versions of the packages that shape the numbers."""
     try:
         revision = subprocess.run(
             ["git", "rev-parse", "HEAD"],
@@ -325,6 +345,7 @@ def created_info(tool: str, command: str | None = None) -> dict[str, str]:
         "command": command or "",
         "git_revision": revision or "unknown",
         "created_at": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+        "versions": package_versions(),
     }
 
 

@@ -174,6 +174,7 @@ def test_run_writes_reports_deterministically(env: Env, tmp_path: Path, monkeypa
     assert first["created"]["command"].startswith("python -m tools.evaluate --out ")
     assert "--systems bm25,e5,care,hybrid" in first["created"]["command"]
     assert first["created"]["git_revision"]
+    assert {"onnxruntime", "tokenizers", "numpy"} <= set(first["created"]["versions"])  # what shapes the numbers
     e5_manifest = json.loads((env.e5 / "manifest.json").read_text())
     assert first["systems"]["e5"]["query_encoder"]["sha256"] == e5_manifest["files"]["model.onnx"]["sha256"]
     assert first["systems"]["care"]["document_encoder"]["sha256"] == FAKE_GGUF_SHA
@@ -211,6 +212,7 @@ def test_run_writes_reports_deterministically(env: Env, tmp_path: Path, monkeypa
     markdown = (tmp_path / "one" / "eval.md").read_text(encoding="utf-8")
     assert "| tiny-search | ndcg@10 |" in markdown and "| icd-coding-avg | mrr@10 | xx, yy |" in markdown
     assert first["created"]["command"] in markdown
+    assert f"onnxruntime {first['created']['versions']['onnxruntime']}" in markdown
     assert "prompt `title: none \\| text: `" in markdown  # the prompt's '|' must not split the table cell
     # care's query graph and its cached document vectors are the tiny e5's own: the same ranking metrics.
     for task in ("tiny-search", "tiny-rerank", "icd-coding-xx"):
@@ -407,6 +409,24 @@ def test_score_fusion_weights_each_systems_cosines() -> None:
     assert fused_rankings(a, b, 1.0, 3)[0].tolist() == [0, 2, 1]
     assert fused_rankings(a, b, 0.0, 3)[0].tolist() == [1, 2, 0]
     assert fused_rankings(a, b, 0.5, 1)[0].tolist() == [2]  # 0.6 beats 0.4 for either system's favourite
+
+
+def test_bm25_fuses_with_a_score_fusion_of_two_dense_systems() -> None:
+    from tools.eval_systems import BM25System, Corpus, DenseSystem, HybridSystem
+    from tools.fusion_probe import ScoreFusionSystem
+
+    corpus = Corpus(key="t", ids=("a", "b", "c"), texts=("fever cough", "knee pain", "chest pain breathing"))
+    axes = np.eye(3, dtype=np.float32)
+
+    def dense(name: str, query: list[float]) -> DenseSystem:
+        return DenseSystem(name, query_vectors=lambda texts: np.array([query] * len(texts), dtype=np.float32),
+                           document_vectors=lambda c: axes, encode_one=lambda text: None, info={})
+
+    # Both dense systems favour "a"; only BM25 sees the words of "c", so reciprocal rank lifts "c" above "b".
+    fused = ScoreFusionSystem("f", dense("x", [0.9, 0.3, 0.1]), dense("y", [0.8, 0.5, 0.2]), 0.5)
+    assert [r.tolist() for r in fused.rank(["chest breathing"], corpus, 3)] == [[0, 1, 2]]
+    hybrid = HybridSystem("h", BM25System(), fused)
+    assert hybrid.rank(["chest breathing"], corpus, 3)[0].tolist()[:2] == [2, 0]
 
 
 def test_fusion_probe_refuses_bad_weights(capsys: pytest.CaptureFixture[str]) -> None:

@@ -114,10 +114,11 @@ def test_e5_exports_to_onnx_and_int8(tmp_path):
     from tools.export import PARITY_TEXTS, export_query_encoder, symmetric_alignment
     from tools.vocab import prune_model_dir
 
-    pruned = tmp_path / "pruned"
+    # Nested outputs: a fresh cache has no runs/ folder, and both writers must create their parents.
+    pruned = tmp_path / "models" / "pruned"
     prune_model_dir(CACHE.e5_dir, pruned, PARITY_TEXTS * 3)
     manifest = export_query_encoder(
-        model_dir=pruned, out_dir=tmp_path / "qe", prompt="query: ", max_tokens=64,
+        model_dir=pruned, out_dir=tmp_path / "runs" / "care" / "qe", prompt="query: ", max_tokens=64,
         alignment=symmetric_alignment("passage: ", 512), name="t", base_model="multilingual-e5-small",
         licenses=[models.LICENSES["e5-small"]], command="test",
     )

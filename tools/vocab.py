@@ -83,6 +83,7 @@ def prune_model_dir(model_dir: Path, out_dir: Path, texts: Sequence[str], extra_
     old_vocab = config["vocab_size"]
     config["vocab_size"] = len(keep)
 
+    out_dir.parent.mkdir(parents=True, exist_ok=True)  # a fresh cache has no runs/ folder yet
     staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=out_dir.name + ".tmp"))
     try:
         save_file(weights, str(staging / "model.safetensors"))
