@@ -327,7 +327,9 @@ def _format_info(report: dict[str, Any]) -> str:
     licenses = report.get("licenses", [])
     if licenses:
         lines.append("licences")
-        lines += [f"  {item.get('name', '?')}: {item.get('license', '?')}" for item in licenses]
+        # The JSON keeps every entry (a model's source and use differ per artifact); a reader needs each licence once.
+        lines += [f"  {line}" for line in dict.fromkeys(f"{item.get('name', '?')}: {item.get('license', '?')}"
+                                                         for item in licenses)]
     if "verify" in report:
         verify = report["verify"]
         lines.append("verify       OK (sha256 of every file matches)" if verify["ok"] else "verify       FAILED")

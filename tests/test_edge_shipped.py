@@ -34,6 +34,15 @@ def test_shipped_default_verifies(run_cli) -> None:
     assert info["licenses"], "the shipped artifacts must state their licences"
 
 
+def test_shipped_default_info_names_each_licence_once(run_cli) -> None:
+    result = run_cli("info", prebuilt=PREBUILT, timeout=120)
+    assert result.returncode == 0, result.stderr
+    licence_lines = result.stdout.split("licences\n", 1)[1].splitlines()
+    assert any("EmbeddingGemma" in line for line in licence_lines)
+    # The collection and the query encoder both name EmbeddingGemma, for different uses.
+    assert len(licence_lines) == len(set(licence_lines)), licence_lines
+
+
 @pytest.mark.parametrize("query", ["头痛怎么办", "what causes high blood pressure"])
 def test_shipped_default_answers(run_cli, query: str) -> None:
     result = run_cli("search", query, "--json", "-k", "10", prebuilt=PREBUILT, timeout=120)
