@@ -103,6 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     print(json.dumps(rows[-1]), flush=True)
         if args.out:
             command = "python -m tools.fusion_probe " + shlex.join(argv)
+            args.out.parent.mkdir(parents=True, exist_ok=True)
             fmt.atomic_write_json(args.out, {"created": fmt.created_info("tools.fusion_probe", command),
                                              "results": rows})
     except CareEdgeError as exc:
