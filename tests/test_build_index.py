@@ -132,7 +132,7 @@ def test_two_shards_merged_equal_single_build(single_build, tmp_path):
 def test_built_collection_loads_in_the_runtime(single_build):
     from edge.collection import Collection
 
-    collection = Collection.open(single_build[1])
+    collection = Collection(single_build[1])
     assert collection.count == N_DOCS and collection.dims == 256
     manifest = collection.manifest
     assert manifest["document_encoder"]["kind"] == "gguf"
