@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +46,7 @@ class Collection:
         self._lexical_index: LexicalIndex | None = None
         if lexical is not None:
             check_lexical_tables(self.docs.connection(), self.docs.path)
-            self._lexical_index = LexicalIndex(lexical, self.count)
+            self._lexical_index = LexicalIndex(lexical, self.count, source=self.docs.path)
         # The usearch Python binding reserves per-call search contexts and indexes them by a thread slot that
         # restarts at 0 on every call, so two concurrent searches on one Index would share scratch space.
         # Searches take well under a millisecond next to encoding, so serialising them costs little.
@@ -162,21 +161,18 @@ class Collection:
             )
         return hits
 
-    def require_lexical(self) -> None:
-        if not self.lexical:
+    def require_lexical(self) -> LexicalIndex:
+        """The collection's lexical index; ArtifactError when it has none (hybrid search is then impossible)."""
+        if self._lexical_index is None:
             raise ArtifactError(
                 f"collection '{self.name}' has no lexical table, so it cannot be searched in hybrid mode: use "
                 "--mode dense, or rebuild it with tools.build_index"
             )
+        return self._lexical_index
 
     def search_lexical(self, query: str, k: int) -> Hits:
         """BM25 top-``k`` of one query over the collection's lexical table (scores are BM25, not cosines)."""
-        self.require_lexical()
-        assert self._lexical_index is not None  # require_lexical() passed
-        try:
-            keys, scores = self._lexical_index.search(self.docs.connection(), query, k)
-        except (sqlite3.DatabaseError, ValueError, TypeError) as exc:
-            raise ArtifactError(f"{self.docs.path}: lexical tables are corrupt ({exc}): rebuild the collection") from None
+        keys, scores = self.require_lexical().search(self.docs.connection(), query, k)
         return Hits(keys=keys, scores=scores)
 
     def fetch(self, keys: Sequence[int]) -> list[Document]:

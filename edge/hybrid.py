@@ -179,10 +179,13 @@ def check_lexical_tables(connection: sqlite3.Connection, path: str | os.PathLike
 
 class LexicalIndex:
     """BM25 over the postings tables of one ``docs.sqlite``. Holds the document norms (8 bytes per document, read on
-    first use); the connection is the caller's, so that each thread can pass its own."""
+    first use); the connection is the caller's, so that each thread can pass its own. ``source`` names the store in
+    error messages."""
 
-    def __init__(self, description: Mapping[str, Any], n_docs: int) -> None:
+    def __init__(self, description: Mapping[str, Any], n_docs: int, source: str | os.PathLike[str] = "docs.sqlite"
+                 ) -> None:
         self.n_docs = n_docs
+        self.source = source
         self._key_dtype = KEY_DTYPES[description["key_encoding"]]  # checked by edge.formats on load
         self._norms: np.ndarray | None = None
 
@@ -222,8 +225,12 @@ class LexicalIndex:
 
     def search(self, connection: sqlite3.Connection, query: str, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` best documents for ``query``: keys (int64) and BM25 scores (float32), best first, ties to the
-        lower key. A query with no token, or whose tokens occur nowhere, returns empty arrays."""
-        keys, scores = top_k(self.scores(connection, query), int(k))
+        lower key. A query with no token, or whose tokens occur nowhere, returns empty arrays. Unreadable postings
+        raise ArtifactError."""
+        try:
+            keys, scores = top_k(self.scores(connection, query), int(k))
+        except (sqlite3.DatabaseError, ValueError, TypeError) as exc:
+            raise ArtifactError(f"{self.source}: lexical tables are corrupt ({exc}): rebuild the collection") from None
         return keys, scores.astype(np.float32)
 
 

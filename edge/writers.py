@@ -1,7 +1,7 @@
 """Writing the v1 artifacts (see :mod:`edge.formats`): a manifest over existing files, a whole collection (usearch
-index, docs.sqlite with its lexical tables, bench queries), a query encoder's config.json and manifest. The offline
-tools and ``care-edge index`` write through here; the caller supplies the ``created`` block (the runtime never
-records build provenance itself: see ``tools.provenance``).
+index, docs.sqlite with its lexical tables, bench queries), a query encoder's config.json and manifest. Whoever
+writes supplies the ``created`` block: the runtime never records build provenance itself (the offline tools take
+theirs from ``tools.provenance``).
 """
 
 from __future__ import annotations

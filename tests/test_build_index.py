@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import edge  # noqa: F401  (loads onnxruntime before usearch)
+import edge._native  # noqa: F401  (loads onnxruntime before usearch)
 from tools.models import ModelCache, cache_root
 
 REPO = Path(__file__).resolve().parents[1]

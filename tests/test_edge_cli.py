@@ -363,4 +363,4 @@ def test_runtime_imports_only_its_declared_dependencies() -> None:
 def test_wrong_native_import_order_is_an_error_not_a_crash() -> None:
     completed = _python("import usearch\ntry:\n    import edge.collection\nexcept ImportError as e:\n    print(e)\n")
     assert completed.returncode == 0, completed.stderr  # a segfault would be -11
-    assert "import edge (or onnxruntime) before usearch" in completed.stdout
+    assert "import edge._native (or onnxruntime) before usearch" in completed.stdout

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-import edge  # noqa: F401  (onnxruntime before usearch)
+import edge._native  # noqa: F401  (onnxruntime before usearch: see edge/_native.py)
 from edge.files import atomic_write_bytes, atomic_write_json
 from tools.provenance import created_info
 from tools import corpora

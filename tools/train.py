@@ -61,7 +61,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Sequence
 
-import edge  # noqa: F401  (edge first: onnxruntime must load before anything that pulls usearch)
+import edge._native  # noqa: F401  (onnxruntime must load before anything that pulls usearch)
 import numpy as np
 import torch
 
