@@ -4,7 +4,7 @@ memory) and the software (Python and the runtime libraries), for ``care-edge ben
 Everything here is best effort: a fact that cannot be read on this platform is ``None``, never an exception, so a
 benchmark on macOS, Windows or inside a container still runs and says what it could not see. Linux reads
 ``/proc/cpuinfo`` and ``/proc/meminfo``; elsewhere the standard library's ``platform`` and ``os.sysconf`` answer
-what they can (no ``sysctl`` or WMI calls: the binary must not depend on external programs).
+what they can (macOS and Windows then report no instruction sets: ``None``, unknown).
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from edge.cli import main
 from edge.collection import Collection
 from edge.encoder import QueryEncoder
 from edge.errors import BadInput
+from edge.hybrid import fusion_depth
 from edge.search import Searcher
 
 X86_CPUINFO = """processor\t: 0
@@ -151,7 +152,7 @@ def test_ef_curve_recall_grows_and_the_collection_keeps_its_expansion(searcher: 
     assert report["lowest_expansion_at_target"] in (1, 64)
     assert searcher.collection.index.expansion_search == shipped
     hybrid = bench.ef_curve(searcher, tiny.bench_queries, [64], mode="hybrid", rounds=1)
-    assert hybrid["depth"] == 100 and hybrid["ef_curve"][0]["hybrid_recall_at_10"] == 1.0
+    assert hybrid["depth"] == fusion_depth(10) and hybrid["ef_curve"][0]["hybrid_recall_at_10"] == 1.0
     assert "recall_at_depth" in hybrid["ef_curve"][0]
 
 
