@@ -366,6 +366,12 @@ def test_bundled_bench_matches_the_python_cli(binary: Path, bundled_prebuilt: Pa
     assert frozen["encoder"]["name"] == python["encoder"]["name"]
     assert frozen["n_queries"] > 0 and frozen["qps_1_thread"] > 0
     assert 0.0 <= frozen["recall_at_10"] <= 1.0
+    # Benchmark mode: the two runs say how they ran, and agree on the machine and the artifacts they measured.
+    assert (frozen["software"]["runner"], python["software"]["runner"]) == ("binary", "python")
+    assert frozen["machine"]["isa"] == python["machine"]["isa"]
+    assert frozen["machine"]["cpu_model"] == python["machine"]["cpu_model"]
+    assert frozen["index"]["sha256"] == python["index"]["sha256"]
+    assert frozen["software"]["onnxruntime"] == python["software"]["onnxruntime"]
 
 
 @pytest.mark.slow
