@@ -81,7 +81,7 @@ def test_shipped_default_bench_runs(run_cli, tmp_path: Path) -> None:
 
 def test_shipped_encoder_loads_without_the_slow_skip_layer_norm_kernel() -> None:
     from edge.encoder import DISABLED_OPTIMIZERS
-    from tools.kernel_bench import count_after_load
+    from tools.experiments.kernel_bench import count_after_load
 
     model = str(PREBUILT / "query_encoder" / fmt.MODEL_FILE)
     # onnxruntime's own defaults fold the graph's Add + LayerNormalization into SkipLayerNormalization; the

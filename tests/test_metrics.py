@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from edge.lexical import tokenize
-from tools import metrics
-from tools.bm25 import BM25Index
-from tools.probes import fit_softmax_probe, kmeans
+from tools.evaluate import metrics
+from tools.evaluate.bm25 import BM25Index
+from tools.evaluate.probes import fit_softmax_probe, kmeans
 
 L2 = math.log2
 
