@@ -24,7 +24,8 @@ from tools.data.records import DEFAULT_DATA_DIR, DataError  # noqa: E402
 from tools.data.registry import load_corpus  # noqa: E402
 from tools.export import cli as export_cli  # noqa: E402
 from tools.train import cli as train  # noqa: E402
-from tools.train import config, runs, stage1, stage2  # noqa: E402
+from tools.train import config as train_config  # noqa: E402
+from tools.train import runs, stage1, stage2  # noqa: E402
 from tools.train import data as train_data  # noqa: E402
 from tools.train import losses, negatives  # noqa: E402
 from tools.train import state as train_state  # noqa: E402
@@ -90,7 +91,7 @@ def _stage2_batch(co_weight: float):
     llm_queries = docs[:3] + 0.05  # the LLM teacher prefers each query's own positive
     co_queries, co_docs = _unit(3, 4, 17), _unit(6, 4, 18)
     mask = torch.zeros(3, 6, dtype=torch.bool)
-    config = config.Stage2Config(student=Path("."), out=Path("."), steps=1, kl_co_weight=co_weight,
+    config = train_config.Stage2Config(student=Path("."), out=Path("."), steps=1, kl_co_weight=co_weight,
                                 kl_co_teacher=Path("e5"), align_weight=0.0)
     model = lambda ids, attention: student  # noqa: E731  (the batch's student vectors, as a model would give)
     return stage2.stage2_loss(config), model, ((None, None), llm_queries, docs, mask, (co_queries, co_docs)), \
@@ -198,14 +199,14 @@ def test_linear_schedule_warms_up_then_decays_to_zero() -> None:
 def test_a_finished_run_is_reused_only_for_the_same_recipe(tmp_path: Path) -> None:
     from edge.errors import BadInput
 
-    config = config.Stage1Config(student=tmp_path / "e5", out=tmp_path / "run", steps=5, resume=True, titles=10)
+    config = train_config.Stage1Config(student=tmp_path / "e5", out=tmp_path / "run", steps=5, resume=True, titles=10)
     (config.out / st.MODEL_SUBDIR).mkdir(parents=True)
-    recorded = config.jsonable(config)
+    recorded = train_config.jsonable(config)
     del recorded["titles"]  # a run from before the setting existed: read as its default, 0
     train_state.update_run(config.out, stage="stage1", status="complete", config=recorded, document_encoder={})
     with pytest.raises(BadInput, match=r"other settings \(titles\)"):
         runs.already_complete(config, "stage1")
-    untitled = config.Stage1Config(student=tmp_path / "e5", out=tmp_path / "run", steps=5, resume=True)
+    untitled = train_config.Stage1Config(student=tmp_path / "e5", out=tmp_path / "run", steps=5, resume=True)
     assert runs.already_complete(untitled, "stage1") is not None
     # How it is run (threads, logging) is not the recipe; the learning rate is.
     assert runs.already_complete(replace(untitled, threads=1, log_every=3), "stage1") is not None
@@ -305,13 +306,13 @@ def test_stage2_labels_unlabeled_queries_with_the_teachers_top_document() -> Non
             out = np.asarray(rows, dtype=np.float32)
             return out / np.linalg.norm(out, axis=1, keepdims=True)
 
-    config = config.Stage2Config(student=Path("."), out=Path("."), llm_labelled=(("chip", 20),),
+    config = train_config.Stage2Config(student=Path("."), out=Path("."), llm_labelled=(("chip", 20),),
                                 llm_labelled_min_score=-1.0)
     pairs, report = stage2._llm_labelled_pairs(config, HashTeacher(), 16)
     titles = {d.text for d in load_corpus("cmedir-titles")}
     assert len(pairs) == 20 and report["chip"]["kept"] == 20 and report["corpus"] == "cmedir-titles"
     assert all(p.document in titles and p.source == "llm-chip" for p in pairs)
-    assert stage2._llm_labelled_pairs(config.Stage2Config(student=Path("."), out=Path(".")), HashTeacher(), 16) \
+    assert stage2._llm_labelled_pairs(train_config.Stage2Config(student=Path("."), out=Path(".")), HashTeacher(), 16) \
         == ([], {})
 
     class EvalTitleTeacher(HashTeacher):  # every query sits on the titles that are also evaluation queries
@@ -452,7 +453,7 @@ def test_export_loads_in_the_runtime_and_matches_the_student(pipeline: Pipeline)
     assert vectors.shape == (2, DIMS)
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-3)
     model_dir = pipeline.stage2 / "model"
-    tokenize = st.StudentTokenizer(model_dir / "tokenizer.json", 64, config.STUDENT_PROMPT)
+    tokenize = st.StudentTokenizer(model_dir / "tokenizer.json", 64, train_config.STUDENT_PROMPT)
     reference = st.encode(st.load_student(model_dir), tokenize, texts)
     assert np.min(np.sum(vectors * reference, axis=1)) > 0.95  # INT8 graph vs the torch student
     document_encoder = train_state.read_run(pipeline.stage2)["document_encoder"]
@@ -472,7 +473,7 @@ def test_a_matryoshka_export_is_the_prefix_of_the_student_aligned_at_fewer_dims(
     texts = ["胸痛伴呼吸困难是什么原因", "What are the symptoms of glaucoma?"]
     vectors = encoder.encode(texts).vectors
     model_dir = pipeline.stage2 / "model"
-    tokenize = st.StudentTokenizer(model_dir / "tokenizer.json", 64, config.STUDENT_PROMPT)
+    tokenize = st.StudentTokenizer(model_dir / "tokenizer.json", 64, train_config.STUDENT_PROMPT)
     prefix = st.encode(st.load_student(model_dir), tokenize, texts)[:, :half]
     prefix /= np.linalg.norm(prefix, axis=1, keepdims=True)
     assert vectors.shape == (2, half) and np.min(np.sum(vectors * prefix, axis=1)) > 0.95
