@@ -26,13 +26,15 @@ run: setup-runtime
 	$(VENV)/bin/care-edge search "胸痛 呼吸困难" -k 5
 	$(VENV)/bin/care-edge search "chest pain when breathing" --index icd10 -k 5
 
+# The fast suite without the tools extra; the tests that need it (marked needs_tools) run in test-slow.
 test: setup-test
-	$(VPY) -m pytest -q
+	$(VPY) -m pytest -q -m "not slow and not needs_tools"
 
-# Real GGUF encoding and training on small real inputs (needs the tools extra and the small GGUF).
+# Real GGUF encoding and training on small real inputs, and the fast tests that need the tools extra (torch, bm25s).
+# The binary's tests (tests/test_packaging.py, slow) run in package-smoke, which builds the binary first.
 test-slow: setup-tools
 	$(VPY) -m tools.models fetch
-	$(VPY) -m pytest -q -m slow
+	$(VPY) -m pytest -q -m "slow or needs_tools" --ignore=tests/test_packaging.py
 
 models: setup-tools
 	$(VPY) -m tools.models fetch
@@ -144,10 +146,15 @@ clean:
 	rm -rf $(VENV) build dist *.egg-info
 
 # One offline binary (PyInstaller onefile) holding the runtime and prebuilt_index/; see packaging/README.md.
+# dist/care-edge.sources.sha256 records what the binary was built from (packaging/sources_digest.py).
 package: setup-runtime
 	$(PIP) -e '.[package]'
-	$(VPY) packaging/build.py
+	digest=$$($(VPY) packaging/sources_digest.py) && $(VPY) packaging/build.py && \
+		printf '%s\n' "$$digest" > dist/care-edge.sources.sha256
 
+# Rebuilds first when the binary is missing or edge/, packaging/, prebuilt_index/ or pyproject.toml changed since it
+# was built.
 package-smoke: setup-test
-	@test -x dist/care-edge || $(MAKE) package
+	@test -x dist/care-edge && $(VPY) packaging/sources_digest.py --check dist/care-edge.sources.sha256 \
+		|| $(MAKE) package
 	$(VPY) -m pytest -q -m slow tests/test_packaging.py

@@ -180,6 +180,7 @@ def test_bm25_hand_computed() -> None:
     assert index.scores("unknown").tolist() == [0.0, 0.0]
 
 
+@pytest.mark.needs_tools  # bm25s is the tools extra's
 def test_bm25_matches_bm25s_lucene() -> None:
     bm25s = pytest.importorskip("bm25s")
     docs = ["头痛发烧怎么办", "发烧 38度 fever", "咳嗽 咳嗽 头痛", "chest pain and fever fever", "糖尿病饮食", "头痛"]

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# Torch is the tools extra's: `make test-slow` (and CI) installs it and runs these; `make test` leaves them out.
+pytestmark = pytest.mark.needs_tools
 torch = pytest.importorskip("torch")
 
 from edge import manifest as fmt  # noqa: E402
@@ -374,7 +376,7 @@ def _stage2_data() -> train_data.Stage2Data:
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
-    from tools.export import PARITY_TEXTS
+    from tools.export.query_encoder import PARITY_TEXTS
     from tools.models.cache import ModelCache, cache_root
     from tools.build.vocab import prune_model_dir
 
