@@ -9,16 +9,22 @@ from pathlib import Path
 
 import pytest
 
-from tools.data.icd10 import ICD_LANGS, icd_entries
-from tools.data.toyhom import TOYHOM_FILE, ToyhomRow, toyhom_rows
-from tools.data.cmedir import cmedir_conflict_count, cmedir_doc_id, cmedir_judgements
-from tools.data.liveqa import liveqa_answers, liveqa_judgements, liveqa_questions
-from tools.data.registry import load_corpus
 from tools.data.cli import main
+from tools.data.cmedir import clean_cmedir_title, cmedir_conflict_count, cmedir_doc_id, cmedir_judgements
+from tools.data.icd10 import (
+    ICD_LANGS,
+    fix_cp1250_mojibake,
+    format_icd_code,
+    icd_chapter,
+    icd_entries,
+    icd_text,
+    read_po,
+)
+from tools.data.liveqa import liveqa_answers, liveqa_judgements, liveqa_questions
 from tools.data.medquad import medquad_rows
 from tools.data.records import DEFAULT_DATA_DIR, DataError, Document, read_jsonl, write_jsonl
-from tools.data.cmedir import clean_cmedir_title
-from tools.data.icd10 import fix_cp1250_mojibake, format_icd_code, icd_chapter, icd_text, read_po
+from tools.data.registry import load_corpus
+from tools.data.toyhom import TOYHOM_FILE, ToyhomRow, toyhom_rows
 
 pytestmark = pytest.mark.skipif(not DEFAULT_DATA_DIR.is_dir(), reason=f"shared data not found at {DEFAULT_DATA_DIR}")
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tools.build.doc_encoder import EncodedBatch, VectorCache, length_batches, truncate_dims
-from tools.models.cache import EMBEDDINGGEMMA_QUERY_PROMPT, EMBEDDINGGEMMA_Q8_0_SHA256, ModelCache, cache_root
+from tools.models.cache import EMBEDDINGGEMMA_Q8_0_SHA256, EMBEDDINGGEMMA_QUERY_PROMPT, ModelCache, cache_root
 
 FIXTURE = Path(__file__).parent / "fixtures" / "embeddinggemma_reference.npz"
 CACHE = ModelCache(cache_root())

@@ -15,8 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge import cli
-from edge import manifest as fmt
+from edge import cli, manifest as fmt
 from edge.bench import STAGES
 
 SEARCH_KEYS = {"query", "mode", "results", "timings_ms", "truncated"}

@@ -7,8 +7,8 @@ from collections import Counter
 import pytest
 
 from tools.data import splits
-from tools.data.registry import load_corpus
 from tools.data.records import DEFAULT_DATA_DIR, DataError
+from tools.data.registry import load_corpus
 from tools.data.splits import eval_texts, normalize_text
 from tools.data.tasks import ALL_TASKS, TASK_KINDS, LabeledText, Task, load_task
 

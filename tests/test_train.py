@@ -25,13 +25,18 @@ from tools.data import splits  # noqa: E402
 from tools.data.records import DEFAULT_DATA_DIR, DataError  # noqa: E402
 from tools.data.registry import load_corpus  # noqa: E402
 from tools.export import cli as export_cli  # noqa: E402
-from tools.train import cli as train  # noqa: E402
-from tools.train import config as train_config  # noqa: E402
-from tools.train import runs, stage1, stage2  # noqa: E402
-from tools.train import data as train_data  # noqa: E402
-from tools.train import losses, negatives  # noqa: E402
-from tools.train import state as train_state  # noqa: E402
-from tools.train import student as st  # noqa: E402
+from tools.train import (  # noqa: E402
+    cli as train,
+    config as train_config,
+    data as train_data,
+    losses,
+    negatives,
+    runs,
+    stage1,
+    stage2,
+    state as train_state,
+    student as st,
+)
 from tools.train.loop import batch_rows, linear_schedule, steps_for  # noqa: E402
 
 needs_data = pytest.mark.skipif(not DEFAULT_DATA_DIR.is_dir(), reason=f"shared data not found at {DEFAULT_DATA_DIR}")
@@ -376,9 +381,9 @@ def _stage2_data() -> train_data.Stage2Data:
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
+    from tools.build.vocab import prune_model_dir
     from tools.export.query_encoder import PARITY_TEXTS
     from tools.models.cache import ModelCache, cache_root
-    from tools.build.vocab import prune_model_dir
 
     models = ModelCache(cache_root())
     for path in (models.gemma3_270m_gguf, models.e5_dir / "model.safetensors"):

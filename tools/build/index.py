@@ -35,10 +35,10 @@ import numpy as np
 from tqdm import tqdm
 
 from edge import manifest as fmt
-from tools.data.registry import CORPORA, load_corpus
+from tools.build.doc_encoder import EncodedBatch, VectorCache, l2_normalize, length_batches, truncate_dims
 from tools.data.icd10 import DEFAULT_ICD_LANGS
 from tools.data.records import DEFAULT_DATA_DIR, Document, read_jsonl
-from tools.build.doc_encoder import EncodedBatch, VectorCache, l2_normalize, length_batches, truncate_dims
+from tools.data.registry import CORPORA, load_corpus
 from tools.models.cache import (
     EMBEDDINGGEMMA_DOC_PROMPT,
     EMBEDDINGGEMMA_QUERY_PROMPT,

@@ -114,13 +114,13 @@ def vocabulary_texts(data_dir: Path) -> list[str]:
     """Every text of every language in the shared data that a query or document can hold: documents, queries,
     question pairs, and every ICD-10 name and alias. Evaluation texts are included on purpose: keeping a piece in
     the vocabulary leaks no label, and a user's query must tokenise the same whether or not it was held out."""
-    from tools.data.registry import CORPORA, load_corpus
     from tools.data.chip import chip_pairs
     from tools.data.cmedir import cmedir_judgements
     from tools.data.icd10 import icd_entries
     from tools.data.kuake import kuake_pairs
     from tools.data.liveqa import liveqa_answers, liveqa_questions
     from tools.data.medquad import medquad_rows
+    from tools.data.registry import CORPORA, load_corpus
     from tools.data.toyhom import toyhom_rows
 
     texts: list[str] = []

@@ -7,7 +7,8 @@ import csv
 from functools import lru_cache
 from pathlib import Path
 
-from tools.data.records import (DataError, SentencePair, clean_text, data_file, resolve_data_dir)
+from tools.data.records import DataError, SentencePair, clean_text, data_file, resolve_data_dir
+
 
 @lru_cache(maxsize=4)
 def _chip_pairs(data_dir: Path) -> tuple[SentencePair, ...]:

@@ -11,10 +11,8 @@ from pathlib import Path
 from typing import Sequence
 
 from edge.errors import BadInput
-from tools.data.records import DEFAULT_DATA_DIR
-
 from tools.data.icd10 import DEFAULT_ICD_LANGS, ICD_LANGS
-from tools.data.records import write_jsonl
+from tools.data.records import DEFAULT_DATA_DIR, write_jsonl
 from tools.data.registry import CORPORA, load_corpus
 
 

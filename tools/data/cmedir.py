@@ -8,7 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Mapping
 
-from tools.data.records import (DataError, Document, data_file, resolve_data_dir, stable_id)
+from tools.data.records import DataError, Document, data_file, resolve_data_dir, stable_id
 
 CMEDIR_SPLITS = ("dev", "test")
 

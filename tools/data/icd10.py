@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from tools.data.records import (DataError, Document, clean_text, data_file, resolve_data_dir)
+from tools.data.records import DataError, Document, clean_text, data_file, resolve_data_dir
 
 ICD_LANGS = ("en", "es", "fr", "pt", "de", "zh", "it")
 GNUHEALTH_PO_FILES = {"es": "es.po", "fr": "fr.po", "pt": "pt_BR.po", "de": "de.po", "zh": "zh_CN.po", "it": "it_IT.po"}

@@ -7,7 +7,7 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
-from tools.data.records import (DataError, SentencePair, clean_text, data_file, resolve_data_dir)
+from tools.data.records import DataError, SentencePair, clean_text, data_file, resolve_data_dir
 
 KUAKE_SPLITS = ("train", "dev")
 

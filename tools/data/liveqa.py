@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Mapping
 
-from tools.data.records import (DataError, clean_paragraphs, clean_text, data_file, resolve_data_dir)
+from tools.data.records import DataError, clean_paragraphs, clean_text, data_file, resolve_data_dir
 
 LIVEQA_ZIP = "en/liveqa/liveqa_judged.zip"
 LIVEQA_QUESTIONS = "en/liveqa/test_questions.xml"

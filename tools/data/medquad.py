@@ -9,8 +9,17 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from tools.data.records import (DataError, Document, check_unique_ids, clean_paragraphs, clean_text, data_file,
-    resolve_data_dir, stable_id)
+from tools.data.records import (
+    DataError,
+    Document,
+    check_unique_ids,
+    clean_paragraphs,
+    clean_text,
+    data_file,
+    resolve_data_dir,
+    stable_id,
+)
+
 
 @dataclass(frozen=True)
 class MedquadRow:

@@ -19,12 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from tools.data.records import (DataError, Document, check_unique_ids)
-
 from tools.data import chip, cmedir, icd10, kuake, liveqa, medquad, toyhom
 from tools.data.cmedir import cmedir_documents
 from tools.data.icd10 import DEFAULT_ICD_LANGS, icd10_documents
 from tools.data.medquad import medquad_documents
+from tools.data.records import DataError, Document, check_unique_ids
 from tools.data.toyhom import toyhom_documents
 
 

@@ -34,15 +34,15 @@ from pathlib import Path
 from typing import Callable, Hashable, Iterable, Mapping, Sequence, TypeVar
 
 from edge.errors import BadInput
-from tools.data.registry import clear_caches as clear_corpus_caches
-from tools.data.toyhom import TOYHOM_EMPTY_ASKS, ToyhomRow, toyhom_rows
+from tools.data.chip import chip_pairs
+from tools.data.cmedir import cmedir_judgements
 from tools.data.icd10 import IcdEntry, icd_entries
+from tools.data.kuake import kuake_pairs
 from tools.data.liveqa import LiveqaQuestion, liveqa_judgements, liveqa_questions
 from tools.data.medquad import MedquadRow, medquad_rows
 from tools.data.records import SentencePair, resolve_data_dir
-from tools.data.chip import chip_pairs
-from tools.data.cmedir import cmedir_judgements
-from tools.data.kuake import kuake_pairs
+from tools.data.registry import clear_caches as clear_corpus_caches
+from tools.data.toyhom import TOYHOM_EMPTY_ASKS, ToyhomRow, toyhom_rows
 
 SEED = "care-edge/splits/v1"
 HELD_OUT_PERCENT = 10

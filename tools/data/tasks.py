@@ -21,10 +21,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Mapping
 
-from tools.data.records import DataError, resolve_data_dir, stable_id
 from tools.data.cmedir import cmedir_doc_id
 from tools.data.icd10 import icd_entries
 from tools.data.liveqa import liveqa_answers, liveqa_judgements
+from tools.data.records import DataError, resolve_data_dir, stable_id
 from tools.data.splits import (
     CMEDIR_RELEVANT_LABEL,
     chip_split,

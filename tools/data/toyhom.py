@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from tools.data.records import (DataError, Document, clean_text, data_file, resolve_data_dir, stable_id)
+from tools.data.records import DataError, Document, clean_text, data_file, resolve_data_dir, stable_id
 
 TOYHOM_FILE = "zh/toyhom/neike_sample_gb18030.csv"
 # Patients who had nothing to add wrote "无" ("none") in the description field.

@@ -8,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
-from edge.lexical import B, K1, count_postings, lucene_idf, term_weights, tokenize
+from edge.lexical import K1, B, count_postings, lucene_idf, term_weights, tokenize
 
 
 class BM25Index:

@@ -32,13 +32,14 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import edge.encoder  # noqa: F401  (onnxruntime before usearch: see edge/_native.py)
-
 from edge import manifest as fmt
 from edge.errors import BadInput, CareEdgeError
-from tools.data.records import DEFAULT_DATA_DIR
-from tools.data.registry import load_corpus
 from edge.manifest import SEARCH_MODES
 from tools.build.vectors import GgufVectors
+from tools.data.records import DEFAULT_DATA_DIR
+from tools.data.registry import load_corpus
+from tools.data.tasks import ALL_TASKS, load_task
+from tools.evaluate.runner import Settings, evaluate
 from tools.evaluate.shipped import ShippedSystem, open_searchers
 from tools.evaluate.systems import (
     BM25System,
@@ -51,9 +52,6 @@ from tools.evaluate.systems import (
     llm_system,
 )
 from tools.models.cache import ModelCache, cache_root
-from tools.data.tasks import ALL_TASKS, load_task
-
-from tools.evaluate.runner import Settings, evaluate
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = REPO / "prebuilt_index" / "reports"

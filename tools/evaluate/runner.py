@@ -24,13 +24,13 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from edge.errors import BadInput
-from tools.evaluate import metrics, probes
 from tools.data.records import Document
+from tools.data.tasks import Task
+from tools.evaluate import metrics, probes
 from tools.evaluate.systems import (
     Corpus,
     System,
 )
-from tools.data.tasks import Task
 
 PRIMARY_METRIC = {
     "retrieval": "ndcg@10",

@@ -29,10 +29,10 @@ import numpy as np
 
 from edge.errors import ArtifactError, BadInput
 from edge.lexical import reciprocal_rank_fusion as fuse_rankings
-from tools.evaluate.bm25 import BM25Index, tokenize
 from tools.build.doc_encoder import truncate_dims
-from tools.evaluate.metrics import top_k
 from tools.build.vectors import GgufVectors, OnnxQuerySide, symmetric_encoder
+from tools.evaluate.bm25 import BM25Index, tokenize
+from tools.evaluate.metrics import top_k
 from tools.models.cache import EMBEDDINGGEMMA_DOC_PROMPT, EMBEDDINGGEMMA_QUERY_PROMPT, ModelCache
 
 QUERY_CHUNK = 256  # queries scored per matrix product: bounds the [queries, documents] score matrix

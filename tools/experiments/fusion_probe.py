@@ -27,11 +27,21 @@ from edge import manifest as fmt
 from edge.errors import CareEdgeError
 from tools.build.vectors import GgufVectors
 from tools.data.registry import load_corpus
-from tools.evaluate.systems import (QUERY_CHUNK, BM25System, Corpus, DenseSystem, HybridSystem, System,
-                                care_system, e5_system, llm_system, top_k)
-from tools.evaluate.runner import CorpusCache, Settings, primary_metric, run_retrieval
-from tools.models.cache import ModelCache, cache_root
 from tools.data.tasks import load_task
+from tools.evaluate.runner import CorpusCache, Settings, primary_metric, run_retrieval
+from tools.evaluate.systems import (
+    QUERY_CHUNK,
+    BM25System,
+    Corpus,
+    DenseSystem,
+    HybridSystem,
+    System,
+    care_system,
+    e5_system,
+    llm_system,
+    top_k,
+)
+from tools.models.cache import ModelCache, cache_root
 
 
 def fused_rankings(left: tuple[np.ndarray, np.ndarray], right: tuple[np.ndarray, np.ndarray], weight: float,

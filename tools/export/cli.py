@@ -11,8 +11,13 @@ from pathlib import Path
 from typing import Sequence
 
 from edge.errors import BadInput
-from tools.export.query_encoder import __doc__ as EXPORT_DOC
-from tools.export.query_encoder import EXPORT_MAX_TOKENS, alignment_of_collection, export_query_encoder, symmetric_alignment
+from tools.export.query_encoder import (
+    EXPORT_MAX_TOKENS,
+    __doc__ as EXPORT_DOC,
+    alignment_of_collection,
+    export_query_encoder,
+    symmetric_alignment,
+)
 
 
 def _positive_int(text: str) -> int:

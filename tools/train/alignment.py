@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Sequence
-import numpy as np
 
+import numpy as np
 
 
 def alignment_cosine(encoder_dir: Path, tasks: Sequence[str], data_dir: Path | None, cache_dir: Path | None,

@@ -5,12 +5,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 from typing import Any, Sequence
+
 import numpy as np
 import torch
+
 from tools.train import state as train_state, student as st
 from tools.train.config import STUDENT_PROMPT, Stage1Config, set_threads
 from tools.train.stage1 import stage1_batches, stage1_loss
-
 
 
 def bench_steps(student_dir: Path, *, layers: int | None, steps: int, batch_size: int, max_tokens: int, dims: int,

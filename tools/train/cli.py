@@ -55,15 +55,16 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, Sequence
+
 import edge  # noqa: F401  (edge first: onnxruntime must load before anything that pulls usearch)
 from edge.errors import BadInput
-from tools.train import data as train_data, state as train_state
 from tools.data.records import DEFAULT_DATA_DIR
 from tools.data.splits import EvalLeakError
-from tools.train.loop import Stopped
+from tools.train import data as train_data, state as train_state
 from tools.train.alignment import alignment_cosine
 from tools.train.bench import bench_steps
 from tools.train.config import Stage1Config, Stage2Config
+from tools.train.loop import Stopped
 from tools.train.precompute import precompute_teacher
 from tools.train.runs import command_line
 from tools.train.stage1 import train_stage1

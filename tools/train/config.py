@@ -8,7 +8,9 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
+
 import torch
+
 from edge.errors import BadInput
 from tools.train import data as train_data
 

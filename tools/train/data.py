@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence, TypeVar
 
 from tools.data import splits
-from tools.data.registry import CORPORA, load_corpus
 from tools.data.records import DataError, SentencePair, resolve_data_dir
+from tools.data.registry import CORPORA, load_corpus
 
 T = TypeVar("T")
 

@@ -15,8 +15,8 @@ from typing import Sequence
 
 import numpy as np
 
-from tools.train.negatives import top_ranked
 from tools.train.data import Pair
+from tools.train.negatives import top_ranked
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ from tools.train.runs import open_teacher
 from tools.train.stage1 import stage1_texts
 
 
-
 def precompute_teacher(stage: str, config: CommonConfig, shard) -> dict[str, int]:
     """Compute (this shard's part of) the teacher vectors ``stage`` will need; returns counts per prompt."""
     teacher = open_teacher(config)

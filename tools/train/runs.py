@@ -9,11 +9,12 @@ import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
+
 import torch
+
 from edge.errors import BadInput
 from tools.train import state as train_state, student as st
 from tools.train.config import CommonConfig, StageResult, jsonable
-
 
 
 class Phases:

@@ -9,14 +9,23 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any, Sequence
+
 import numpy as np
 import torch
+
 from edge.errors import BadInput
 from tools.train import data as train_data, losses, state as train_state, student as st
+from tools.train.config import (
+    STUDENT_PROMPT,
+    WARMUP_FRACTION,
+    Stage1Config,
+    StageResult,
+    check_config,
+    set_threads,
+    texts_digest,
+)
 from tools.train.loop import LoopConfig, batch_rows, run_loop, steps_for
-from tools.train.config import STUDENT_PROMPT, Stage1Config, StageResult, WARMUP_FRACTION, check_config, set_threads, texts_digest
 from tools.train.runs import Phases, already_complete, finish_run, open_teacher, start_run
-
 
 
 def stage1_texts(config: Stage1Config) -> train_data.Stage1Data:

@@ -10,15 +10,24 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
+
 import numpy as np
 import torch
-from edge.errors import BadInput
-from tools.train import data as train_data, losses, negatives, state as train_state, student as st
-from tools.data.splits import eval_texts, normalize_text
-from tools.train.loop import LoopConfig, batch_rows, run_loop, steps_for
-from tools.train.config import STUDENT_PROMPT, Stage2Config, StageResult, WARMUP_FRACTION, check_config, set_threads, texts_digest
-from tools.train.runs import Phases, already_complete, finish_run, open_teacher, start_run
 
+from edge.errors import BadInput
+from tools.data.splits import eval_texts, normalize_text
+from tools.train import data as train_data, losses, negatives, state as train_state, student as st
+from tools.train.config import (
+    STUDENT_PROMPT,
+    WARMUP_FRACTION,
+    Stage2Config,
+    StageResult,
+    check_config,
+    set_threads,
+    texts_digest,
+)
+from tools.train.loop import LoopConfig, batch_rows, run_loop, steps_for
+from tools.train.runs import Phases, already_complete, finish_run, open_teacher, start_run
 
 
 @dataclass(frozen=True)
@@ -219,8 +228,8 @@ def _co_teacher(config: Stage2Config, queries: Sequence[str], documents: Sequenc
     """The co-teacher's vectors of the stage's queries and documents (None without ``--kl-co-teacher``)."""
     if config.kl_co_teacher is None:
         return None
-    from tools.train.co_teacher import co_teacher_vectors
     from tools.models.cache import ModelCache, cache_root
+    from tools.train.co_teacher import co_teacher_vectors
 
     co = co_teacher_vectors(config.kl_co_teacher, ModelCache(cache_root(config.cache_dir)), queries, documents,
                             threads=config.threads, progress=config.progress)

@@ -14,8 +14,8 @@ from typing import Literal, Sequence
 import numpy as np
 
 from edge.errors import BadInput
-from tools.build.index import Shard, embed_texts, open_encoder, prompt_for
 from tools.build.doc_encoder import VectorCache, truncate_dims
+from tools.build.index import Shard, embed_texts, open_encoder, prompt_for
 from tools.models.cache import ModelCache, cache_root
 
 Side = Literal["query", "document"]
