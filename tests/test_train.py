@@ -20,7 +20,7 @@ import pytest
 pytestmark = pytest.mark.needs_tools
 torch = pytest.importorskip("torch")
 
-from edge import manifest as fmt  # noqa: E402
+from edge import formats  # noqa: E402
 from tools.data import splits  # noqa: E402
 from tools.data.records import DEFAULT_DATA_DIR, DataError  # noqa: E402
 from tools.data.registry import load_corpus  # noqa: E402
@@ -464,7 +464,7 @@ def test_export_loads_in_the_runtime_and_matches_the_student(pipeline: Pipeline)
     reference = st.encode(st.load_student(model_dir), tokenize, texts)
     assert np.min(np.sum(vectors * reference, axis=1)) > 0.95  # INT8 graph vs the torch student
     document_encoder = train_state.read_run(pipeline.stage2)["document_encoder"]
-    assert encoder.manifest["alignment"]["alignment_id"] == fmt.alignment_id(document_encoder)
+    assert encoder.manifest["alignment"]["alignment_id"] == formats.alignment_id(document_encoder)
     assert encoder.config.prompt == "query: " and encoder.config.dims == DIMS
 
 
@@ -485,7 +485,7 @@ def test_a_matryoshka_export_is_the_prefix_of_the_student_aligned_at_fewer_dims(
     prefix /= np.linalg.norm(prefix, axis=1, keepdims=True)
     assert vectors.shape == (2, half) and np.min(np.sum(vectors * prefix, axis=1)) > 0.95
     document_encoder = {**train_state.read_run(pipeline.stage2)["document_encoder"], "dims": half}
-    assert encoder.manifest["alignment"]["alignment_id"] == fmt.alignment_id(document_encoder)
+    assert encoder.manifest["alignment"]["alignment_id"] == formats.alignment_id(document_encoder)
     assert export_cli.main(["--student", str(pipeline.stage2), "--out", str(pipeline.root / "x"),
                        "--dims", str(DIMS * 2)]) != 0  # only ever fewer dims
 

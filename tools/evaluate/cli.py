@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import edge.encoder  # noqa: F401  (onnxruntime before usearch: see edge/_native.py)
-from edge import manifest as fmt
 from edge.errors import BadInput, CareEdgeError
-from edge.manifest import SEARCH_MODES
+from edge.bench import default_threads
+from edge.formats import SEARCH_MODES
 from tools.build.vectors import GgufVectors
 from tools.data.records import DEFAULT_DATA_DIR
 from tools.data.registry import load_corpus
@@ -47,11 +47,11 @@ from tools.evaluate.systems import (
     HybridSystem,
     System,
     care_system,
-    default_threads,
     e5_system,
     llm_system,
 )
 from tools.models.cache import ModelCache, cache_root
+from tools.provenance import created_info
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = REPO / "prebuilt_index" / "reports"
@@ -178,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         settings=settings, log=log)
         command = "python -m tools.evaluate " + shlex.join(argv)
         report = {"format": REPORT_FORMAT, "format_version": 1,
-                  "created": fmt.created_info("tools.evaluate", command),
+                  "created": created_info("tools.evaluate", command),
                   "data_dir": str((args.data_dir or DEFAULT_DATA_DIR).resolve()), **body}
         from tools.evaluate.report import write_reports  # matplotlib loads only once there is something to plot
 

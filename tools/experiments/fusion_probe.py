@@ -23,7 +23,8 @@ from typing import Sequence
 
 import numpy as np
 
-from edge import manifest as fmt
+from edge.files import atomic_write_json
+from tools.provenance import created_info
 from edge.errors import CareEdgeError
 from tools.build.vectors import GgufVectors
 from tools.data.registry import load_corpus
@@ -115,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.out:
             command = "python -m tools.experiments.fusion_probe " + shlex.join(argv)
             args.out.parent.mkdir(parents=True, exist_ok=True)
-            fmt.atomic_write_json(args.out, {"created": fmt.created_info("tools.experiments.fusion_probe", command),
+            atomic_write_json(args.out, {"created": created_info("tools.experiments.fusion_probe", command),
                                              "results": rows})
     except CareEdgeError as exc:
         print(f"error: {exc}", file=sys.stderr)

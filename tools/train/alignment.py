@@ -17,7 +17,7 @@ def alignment_cosine(encoder_dir: Path, tasks: Sequence[str], data_dir: Path | N
     from tools.train.teacher import Teacher
 
     teacher = Teacher(encoder_spec, cache_dir, None)
-    encoder = QueryEncoder.open(encoder_dir)
+    encoder = QueryEncoder(encoder_dir)
     report: dict[str, Any] = {"encoder": str(encoder_dir), "dims": encoder.dims}
     for name in tasks:
         queries = list(dict.fromkeys(load_task(name, data_dir).queries.values()))

@@ -56,7 +56,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Sequence
 
-import edge  # noqa: F401  (edge first: onnxruntime must load before anything that pulls usearch)
+import edge._native  # noqa: F401  (onnxruntime must load before anything that pulls usearch)
 from edge.errors import BadInput
 from tools.data.records import DEFAULT_DATA_DIR
 from tools.data.splits import EvalLeakError
