@@ -1,5 +1,4 @@
-"""CHIP-2019 question pairs (same intent or not).
-"""
+"""CHIP-2019 question pairs (same intent or not)."""
 
 from __future__ import annotations
 

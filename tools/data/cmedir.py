@@ -1,5 +1,4 @@
-"""cMedIR (ChineseBLUE): relevance judgements of dev and test, and the cleaned titles they point at.
-"""
+"""cMedIR (ChineseBLUE): relevance judgements of dev and test, and the cleaned titles they point at."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""KUAKE-QQR query pairs (graded intent match), train and dev.
-"""
+"""KUAKE-QQR query pairs (graded intent match), train and dev."""
 
 from __future__ import annotations
 

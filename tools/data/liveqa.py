@@ -1,5 +1,4 @@
-"""TREC LiveQA medical: test questions and the judged answers (graded 1-4).
-"""
+"""TREC LiveQA medical: test questions and the judged answers (graded 1-4)."""
 
 from __future__ import annotations
 

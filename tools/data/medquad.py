@@ -1,5 +1,4 @@
-"""MedQuAD (NIH question-answer pairs, en) and the ``medquad-en`` corpus of its distinct answers.
-"""
+"""MedQuAD (NIH question-answer pairs, en) and the ``medquad-en`` corpus of its distinct answers."""
 
 from __future__ import annotations
 

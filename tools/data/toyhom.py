@@ -1,5 +1,4 @@
-"""Toyhom Chinese medical dialogue data: the internal-medicine CSV (GB18030) of questions and doctor answers.
-"""
+"""Toyhom Chinese medical dialogue data: the internal-medicine CSV (GB18030) of questions and doctor answers."""
 
 from __future__ import annotations
 
