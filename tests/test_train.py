@@ -153,6 +153,22 @@ def test_a_truncated_head_outputs_the_prefix_of_the_full_head() -> None:
         st.truncate_projection(model, 4)  # only ever fewer dims
 
 
+def test_the_export_cli_refuses_options_of_the_other_source_in_one_line(tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    out = str(tmp_path / "out")
+    cases = [
+        (["--model", str(tmp_path), "--out", out], "--aligned-to"),
+        (["--model", str(tmp_path), "--out", out, "--aligned-to", str(tmp_path), "--dims", "8"], "--dims"),
+        (["--student", str(tmp_path), "--out", out, "--symmetric-passage-prompt", "passage: "], "--model"),
+        (["--student", str(tmp_path), "--out", out], "not a student folder"),
+    ]
+    for args, fragment in cases:
+        assert export_cli.main(args) == 2, args
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("error: ") and fragment in err, (args, err)
+    assert not (tmp_path / "out").exists()
+
+
 # ------------------------------------------------------------------------------------------------ negatives
 
 
