@@ -526,12 +526,12 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_result(
 
     out = tmp_path / "s1"
     args = _stage1_args(pipeline.student, out, pipeline.teacher_args)
-    monkeypatch.setattr(train, "stage1_loss", interrupting)
+    monkeypatch.setattr(stage1, "stage1_loss", interrupting)
     assert train.main(args) == 130
     assert "--resume" in capsys.readouterr().err
     assert train_state.load_checkpoint(out / train_state.CHECKPOINT_FILE)["step"] == 5
     assert train.main(args) == 2  # a checkpoint is there: refuse to start over it without --resume
-    monkeypatch.setattr(train, "stage1_loss", make_loss)
+    monkeypatch.setattr(stage1, "stage1_loss", make_loss)
     assert train.main([*args, "--resume"]) == 0
     assert len(_losses(out, "stage1")) == 12
     resumed = st.load_student(out / "model").state_dict()
