@@ -13,6 +13,11 @@ from edge import manifest as fmt
 from edge._native import Index, MetricKind
 from edge.docstore import DocStore, Document
 from edge.errors import ArtifactError, BadInput
+from edge.integrity import verify_files
+from edge.limits import checked_expansion_search
+
+# Read only by `bench`, which checks it then: search works without it.
+OPTIONAL_FILES = (fmt.BENCH_QUERIES_FILE,)
 
 
 @dataclass(frozen=True)
@@ -29,7 +34,7 @@ class Collection:
     def __init__(self, directory: str | Path, *, view: bool = True) -> None:
         self.directory = Path(directory)
         self.manifest: dict[str, Any] = fmt.read_manifest(self.directory, fmt.COLLECTION_FORMAT)
-        fmt.check_files(self.directory, self.manifest, full_hash=False)
+        verify_files(self.directory, self.manifest, [name for name in self.manifest["files"] if name not in OPTIONAL_FILES])
         self.index = self._open_index(view)
         self.docs = DocStore(self.directory / fmt.DOCS_FILE)
         stored = self.docs.count()
@@ -40,8 +45,12 @@ class Collection:
             )
         lexical = self.manifest.get("search", {}).get("lexical")
         self.lexical = lexical is not None
+        self._lexical_problem: str | None = None
         if lexical is not None:
-            self.docs.open_lexical(lexical, self.count)
+            try:
+                self.docs.open_lexical(lexical, self.count)
+            except ArtifactError as exc:  # dense search does not need the lexical tables: fail only hybrid
+                self.lexical, self._lexical_problem = False, exc.message
         # The usearch Python binding reserves per-call search contexts and indexes them by a thread slot that
         # restarts at 0 on every call, so two concurrent searches on one Index would share scratch space.
         # Searches take well under a millisecond next to encoding, so serialising them costs little.
@@ -74,7 +83,7 @@ class Collection:
         # The file does not keep the search expansion: restore() comes back with usearch's default, so the value
         # the build chose by measured recall is applied here.
         if "expansion_search" in expected:
-            index.expansion_search = int(expected["expansion_search"])
+            index.expansion_search = checked_expansion_search(expected["expansion_search"], self.directory)
         return index
 
     # ------------------------------------------------------------------------------------------ properties
@@ -162,6 +171,8 @@ class Collection:
         return hits
 
     def require_lexical(self) -> None:
+        if self._lexical_problem is not None:
+            raise ArtifactError(self._lexical_problem)
         if not self.lexical:
             raise ArtifactError(
                 f"collection '{self.name}' has no lexical table, so it cannot be searched in hybrid mode: use "

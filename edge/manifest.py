@@ -24,6 +24,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from edge.errors import ArtifactError, BadInput
+from edge.integrity import read_regular_file
 from edge.lexical import KEY_DTYPES, LEXICAL_KIND, TOKENIZER_ID, lexical_description, write_lexical_tables
 
 FORMAT_VERSION = 1
@@ -61,6 +62,8 @@ POOLING_MODES = ("in-graph", "mean", "cls")
 SEARCH_MODES = ("dense", "hybrid")
 
 _HASH_CHUNK = 1 << 20
+# Manifests and configs are a few KiB; the cap keeps a link to /dev/zero from reading without end.
+MAX_MANIFEST_BYTES = 1 << 20
 
 
 # --------------------------------------------------------------------------------------------------- hashing
@@ -157,7 +160,7 @@ def read_manifest(directory: str | os.PathLike[str], expected_format: str) -> di
         raise ArtifactError(f"no {what} at {root}: the directory does not exist")
     path = root / MANIFEST_FILE
     try:
-        raw = path.read_bytes()
+        raw = read_regular_file(path, MAX_MANIFEST_BYTES)
     except FileNotFoundError:
         raise ArtifactError(f"no {what} at {root}: {MANIFEST_FILE} is missing") from None
     except OSError as exc:
@@ -190,7 +193,7 @@ def read_manifest(directory: str | os.PathLike[str], expected_format: str) -> di
 
 def _check_plain_name(name: object) -> None:
     # Manifests name files inside their own directory only; a path would let a manifest point anywhere.
-    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name:
+    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name or "\x00" in name:
         raise ArtifactError(f"manifest names an invalid file {name!r}: only plain file names are allowed")
 
 
@@ -397,7 +400,7 @@ class EncoderConfig:
 def read_encoder_config(directory: str | os.PathLike[str]) -> EncoderConfig:
     path = Path(directory) / CONFIG_FILE
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw = json.loads(read_regular_file(path, MAX_MANIFEST_BYTES).decode("utf-8"))
     except FileNotFoundError:
         raise ArtifactError(f"{path} is missing: re-copy or rebuild the query encoder") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:

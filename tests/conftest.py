@@ -53,6 +53,17 @@ def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket, "getaddrinfo", _refuse)
 
 
+@pytest.fixture(scope="session")
+def stamp_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("care_edge_cache")
+
+
+@pytest.fixture(autouse=True)
+def _scratch_stamp_cache(monkeypatch: pytest.MonkeyPatch, stamp_cache_dir: Path) -> None:
+    """Verified stamps (edge.integrity) go to a scratch directory, never the user's cache; subprocesses inherit it."""
+    monkeypatch.setenv("CARE_EDGE_CACHE_DIR", str(stamp_cache_dir))
+
+
 # A sitecustomize.py that gives subprocesses the same guard; its presence on PYTHONPATH arms it.
 SOCKET_GUARD_SOURCE = '''
 import socket
