@@ -33,7 +33,7 @@ STAMPS_FILE = "verified.json"
 STAMPS_FORMAT = "care-edge/verified-stamps/1"
 MAX_STAMPS = 256  # oldest dropped first; a user has a few artifacts, tests and tools create many short-lived ones
 MAX_STAMPS_BYTES = 1 << 20
-RACY_WINDOW_NS = 2_000_000_000
+RACY_WINDOW_NS = 3_000_000_000
 _HASH_CHUNK = 1 << 20
 
 
