@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 from tokenizers import Tokenizer
 
-from edge import manifest as fmt
+from edge import formats as fmt
 from edge._native import ort
 from edge.errors import ArtifactError
 from edge.integrity import verify_files
@@ -48,9 +48,9 @@ class EncodeResult:
     encode_ms: float
 
 
-# onnxruntime's CPU SkipLayerNormalization kernel is about 5x slower than the Add + LayerNormalization it replaces
-# on query-sized inputs (38 vs 7 us for [1, 20, 384], onnxruntime 1.32, one thread), and the session would fuse
-# them back at load even when the file keeps them apart: 26 of them were a quarter of e5-small's encode time.
+# onnxruntime's CPU SkipLayerNormalization kernel is several times slower than the Add + LayerNormalization it
+# replaces on query-sized inputs (`python -m tools.kernel_bench` measures both), and the session would fuse them back
+# at load even when the file keeps them apart.
 DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
 
 
@@ -62,9 +62,8 @@ class QueryEncoder:
     ) -> None:
         """``prompt`` / ``max_tokens`` override config.json: the offline tools embed documents with a symmetric
         encoder's own graph under its passage prompt and a longer limit."""
-        check_threads(threads, "threads")
         self.directory = Path(directory)
-        self.threads = threads
+        self.threads = check_threads(threads, "threads")
         self.manifest: dict[str, Any] = fmt.read_manifest(self.directory, fmt.QUERY_ENCODER_FORMAT)
         verify_files(self.directory, self.manifest, self.manifest["files"])
         self.config = fmt.read_encoder_config(self.directory)
@@ -84,10 +83,6 @@ class QueryEncoder:
         self._session = self._load_session()
         self._input_dtypes = self._check_inputs()
         self._check_output()
-
-    @classmethod
-    def open(cls, directory: str | Path, *, threads: int = 1) -> "QueryEncoder":
-        return cls(directory, threads=threads)
 
     # ------------------------------------------------------------------------------------------ properties
 

@@ -18,7 +18,6 @@ re-hash and never an error. Whoever can write the user's cache can also write th
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import stat
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from edge.errors import ArtifactError
+from edge.files import sha256_file
 
 CACHE_ENV = "CARE_EDGE_CACHE_DIR"
 STAMPS_FILE = "verified.json"
@@ -53,14 +53,6 @@ def cache_dir() -> Path | None:
 
 def _identity(info: os.stat_result) -> list[int]:
     return [info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class StampCache:
@@ -147,7 +139,7 @@ def _verify_one(root: Path, name: str, entry: Mapping[str, Any], cache: StampCac
         return
     started_ns = time.time_ns()
     try:
-        actual = _sha256(path)
+        actual = sha256_file(path)
         after = path.stat()
     except OSError as exc:
         raise ArtifactError(f"{where}: unreadable ({exc.strerror or exc}): {fix}") from None

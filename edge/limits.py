@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from edge.checks import parse_positive_int, positive_int
 from edge.errors import ArtifactError, BadInput
 
 # Concurrent callers in `bench` may exceed the CPUs (that is what the pass measures), within reason.
@@ -27,8 +28,7 @@ def check_threads(value: object, option: str, maximum: int | None = None) -> int
     """``value`` as a thread count from 1 to ``maximum`` (default: the CPUs available: more onnxruntime intra-op
     threads than CPUs only slow each query down); BadInput otherwise."""
     top = available_cpus() if maximum is None else maximum
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise BadInput(f"{option} must be a positive integer, got {value!r}")
+    value = positive_int(value, option)
     if value > top:
         raise BadInput(f"{option} must be at most {top} (the CPUs available here), got {value}")
     return value
@@ -36,11 +36,7 @@ def check_threads(value: object, option: str, maximum: int | None = None) -> int
 
 def parse_threads(text: str, option: str, maximum: int | None = None) -> int:
     """A command-line thread count (see :func:`check_threads`)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise BadInput(f"{option} must be a positive integer, got {text!r}") from None
-    return check_threads(value, option, maximum)
+    return check_threads(parse_positive_int(text, option), option, maximum)
 
 
 def bench_threads_limit() -> int:

@@ -31,7 +31,7 @@ CHILD = r"""
 import json, sys, time
 sizes_only = sys.argv[1] == "sizes"
 import edge.collection, edge.encoder
-from edge import manifest as fmt
+from edge import formats as fmt
 if sizes_only:
     def sizes(directory, manifest, names):
         problems = [p for p in fmt.file_problems(directory, manifest, full_hash=False) if p.split(":")[0] in set(names)]

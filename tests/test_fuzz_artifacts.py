@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from edge import manifest as fmt
+from edge import formats as fmt
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WORKER = Path(__file__).resolve().parent / "fuzz_worker.py"

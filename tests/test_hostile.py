@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge import manifest as fmt
+from edge import formats as fmt
+from edge.files import file_entry
 from edge.collection import Collection
 from edge.encoder import QueryEncoder
 from edge.limits import available_cpus
@@ -168,7 +169,7 @@ def test_one_error_line_for_a_graph_that_cannot_load(run_cli, tiny_copy) -> None
     """A graph whose bytes match a re-written manifest but do not parse is still exit 3 (not 1), one line."""
     model = tiny_copy.encoder / fmt.MODEL_FILE
     model.write_bytes(b"\x08" * model.stat().st_size)
-    rewrite_manifest(tiny_copy.encoder, lambda m: m["files"][fmt.MODEL_FILE].update(fmt.file_entry(model)))
+    rewrite_manifest(tiny_copy.encoder, lambda m: m["files"][fmt.MODEL_FILE].update(file_entry(model)))
     run_cli("search", "fever", prebuilt=tiny_copy.prebuilt).assert_error(3, "model.onnx")
 
 
@@ -385,7 +386,7 @@ def test_dropped_lexical_tables_block_only_hybrid(run_cli, tiny_copy) -> None:
     docs = tiny_copy.collection / fmt.DOCS_FILE
     with sqlite3.connect(docs) as connection:
         connection.execute("DROP TABLE lexical_terms")
-    rewrite_manifest(tiny_copy.collection, lambda m: m["files"][fmt.DOCS_FILE].update(fmt.file_entry(docs)))
+    rewrite_manifest(tiny_copy.collection, lambda m: m["files"][fmt.DOCS_FILE].update(file_entry(docs)))
     dense = run_cli("search", "fever", "--mode", "dense", "--json", prebuilt=tiny_copy.prebuilt)
     assert dense.returncode == 0, dense.stderr
     assert dense.json()["results"]

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from edge import integrity
-from edge import manifest as fmt
+from edge import formats as fmt
+from edge.files import file_entry
 from edge.collection import Collection
 from edge.errors import ArtifactError
 from edge.integrity import read_regular_file, verify_files
@@ -22,13 +23,13 @@ from edge.integrity import read_regular_file, verify_files
 def hashed(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     """Every path edge.integrity hashes in full, in order."""
     calls: list[Path] = []
-    real = integrity._sha256
+    real = integrity.sha256_file
 
     def spy(path: Path) -> str:
         calls.append(Path(path))
         return real(path)
 
-    monkeypatch.setattr(integrity, "_sha256", spy)
+    monkeypatch.setattr(integrity, "sha256_file", spy)
     return calls
 
 
@@ -125,7 +126,7 @@ def test_stamps_are_capped(tmp_path, monkeypatch, no_racy_window) -> None:
     monkeypatch.setattr(integrity, "MAX_STAMPS", 3)
     for number in range(5):
         (tmp_path / f"f{number}").write_bytes(b"x" * number)
-        entry = fmt.file_entry(tmp_path / f"f{number}")
+        entry = file_entry(tmp_path / f"f{number}")
         verify_files(tmp_path, {"files": {f"f{number}": entry}}, [f"f{number}"])
     stamps = json.loads((tmp_path / "cache" / integrity.STAMPS_FILE).read_text())["files"]
     assert sorted(Path(key).name for key in stamps) == ["f2", "f3", "f4"]
