@@ -174,7 +174,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
     if args.file:
         texts = read_queries_file(args.file)
     else:
-        texts = [clean_query(argv_text(text, what=f"TEXT {number}"), what=f"TEXT {number}") for number, text in enumerate(args.texts, start=1)]
+        texts = [clean_query(argv_text(text, what=f"TEXT {number}"), what=f"TEXT {number}")
+                 for number, text in enumerate(args.texts, start=1)]
     encoder = QueryEncoder(resolve_encoder_dir(args.encoder), threads=threads)
     result = encoder.encode(texts)
     for number, truncated in enumerate(result.truncated, start=1):
@@ -330,7 +331,8 @@ def _format_info(report: dict[str, Any]) -> str:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    threads = default_threads() if args.threads is None else parse_threads(args.threads, "--threads", bench_threads_limit())
+    threads = (default_threads() if args.threads is None
+               else parse_threads(args.threads, "--threads", bench_threads_limit()))
     queries = read_queries_file(args.queries) if args.queries else None
     intra_op_threads = parse_threads(args.intra_op_threads, "--intra-op-threads")
     started = time.perf_counter()

@@ -37,7 +37,8 @@ class Collection:
     def __init__(self, directory: str | Path, *, view: bool = True) -> None:
         self.directory = Path(directory)
         self.manifest: dict[str, Any] = fmt.read_manifest(self.directory, fmt.COLLECTION_FORMAT)
-        verify_files(self.directory, self.manifest, [name for name in self.manifest["files"] if name not in OPTIONAL_FILES])
+        verify_files(self.directory, self.manifest, [name for name in self.manifest["files"]
+                                                     if name not in OPTIONAL_FILES])
         self.index = self._open_index(view)
         self.docs = DocStore(self.directory / fmt.DOCS_FILE)
         stored = self.docs.count()

@@ -180,7 +180,8 @@ class QueryEncoder:
 
     def encode(self, texts: Sequence[str]) -> EncodeResult:
         """Embed ``texts`` (the config prompt is prepended to each), each on its own: a text's vector never depends
-        on the other texts of the call. Texts longer than ``max_tokens`` are truncated and flagged. Callers are expected to have cleaned the texts (see :func:`edge.text.clean_query`)."""
+        on the other texts of the call. Texts longer than ``max_tokens`` are truncated and flagged. Callers are
+        expected to have cleaned the texts (see :func:`edge.text.clean_query`)."""
         if isinstance(texts, str):
             raise TypeError("encode() takes a list of texts, not a single string")
         vectors: list[np.ndarray] = []

@@ -1,10 +1,11 @@
 """Integrity before use: every artifact file is checked against its manifest's sha256 before the runtime parses it.
 
-A full sha256 of the shipped default (a collection and the query encoder, about 80 MB) costs a few hundred
-milliseconds on a laptop CPU, too much for every start. So a successful check is remembered as a *verified stamp*
-in the user's cache (``$CARE_EDGE_CACHE_DIR``, else ``$XDG_CACHE_HOME/care-edge``, else ``~/.cache/care-edge``, file
-``verified.json``): the file's resolved path, device, inode, size, mtime and ctime, and the sha256 it had. A later open
-whose ``stat`` gives the same tuple and whose manifest names the same sha256 skips the hash; any change re-hashes.
+A full sha256 of the shipped default (a collection and the query encoder, about 80 MB) costs tens to hundreds of
+milliseconds, depending on the CPU and how busy it is: too much for every start. So a successful check is
+remembered as a *verified stamp* in the user's cache (``$CARE_EDGE_CACHE_DIR``, else ``$XDG_CACHE_HOME/care-edge``,
+else ``~/.cache/care-edge``, file ``verified.json``): the file's resolved path, device, inode, size, mtime and ctime,
+and the sha256 it had. A later open whose ``stat`` gives the same tuple and whose manifest names the same sha256
+skips the hash; any change re-hashes.
 
 Why ctime: ``touch -r`` or ``os.utime`` can put an edited file's mtime back, but nothing short of changing the system
 clock sets ctime, which the kernel moves on every write or metadata change. Why the racy window: the kernel stamps

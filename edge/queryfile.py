@@ -23,7 +23,10 @@ def read_queries_file(path: str | Path) -> list[str]:
     file and the 1-based line number."""
     name = str(path)
     try:
-        data = sys.stdin.buffer.read(MAX_QUERIES_BYTES + 1) if name == "-" else read_regular_file(path, MAX_QUERIES_BYTES)
+        if name == "-":
+            data = sys.stdin.buffer.read(MAX_QUERIES_BYTES + 1)
+        else:
+            data = read_regular_file(path, MAX_QUERIES_BYTES)
     except OSError as exc:
         raise BadInput(f"cannot read {name}: {exc.strerror or exc}") from None
     if len(data) > MAX_QUERIES_BYTES:
