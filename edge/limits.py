@@ -16,21 +16,24 @@ BENCH_THREADS_PER_CPU = 4
 MAX_EXPANSION_SEARCH = 1 << 16
 
 
-def available_cpus() -> int:
-    """CPUs this process may run on (its affinity mask where the OS has one)."""
+def machine_cpus() -> int:
+    """The machine's CPUs, or the ones this process may run on if its affinity mask names more (it never does on
+    Linux, but ``os.cpu_count`` may be unknown). Tools size thread pools by ``os.cpu_count()``, so the bound must
+    admit that."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        allowed = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+        allowed = 1
+    return max(1, allowed, os.cpu_count() or 1)
 
 
 def check_threads(value: object, option: str, maximum: int | None = None) -> int:
-    """``value`` as a thread count from 1 to ``maximum`` (default: the CPUs available: more onnxruntime intra-op
+    """``value`` as a thread count from 1 to ``maximum`` (default: the machine's CPUs: more onnxruntime intra-op
     threads than CPUs only slow each query down); BadInput otherwise."""
-    top = available_cpus() if maximum is None else maximum
+    top = machine_cpus() if maximum is None else maximum
     value = positive_int(value, option)
     if value > top:
-        raise BadInput(f"{option} must be at most {top} (the CPUs available here), got {value}")
+        raise BadInput(f"{option} must be at most {top} (this machine's CPUs), got {value}")
     return value
 
 
@@ -40,7 +43,7 @@ def parse_threads(text: str, option: str, maximum: int | None = None) -> int:
 
 
 def bench_threads_limit() -> int:
-    return max(BENCH_THREADS_PER_CPU * available_cpus(), os.cpu_count() or 1)
+    return BENCH_THREADS_PER_CPU * machine_cpus()
 
 
 def checked_expansion_search(value: object, directory: str | os.PathLike[str]) -> int:
