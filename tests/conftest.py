@@ -19,6 +19,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -55,15 +56,22 @@ def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket, "getaddrinfo", _refuse)
 
 
+_STAMP_CACHE = Path(tempfile.mkdtemp(prefix="care-edge-stamps-"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Verified stamps (edge.integrity) go to a scratch directory, never the user's cache, from the first fixture on
+    (session fixtures open artifacts too); subprocesses inherit it."""
+    os.environ["CARE_EDGE_CACHE_DIR"] = str(_STAMP_CACHE)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(_STAMP_CACHE, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
-def stamp_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("care_edge_cache")
-
-
-@pytest.fixture(autouse=True)
-def _scratch_stamp_cache(monkeypatch: pytest.MonkeyPatch, stamp_cache_dir: Path) -> None:
-    """Verified stamps (edge.integrity) go to a scratch directory, never the user's cache; subprocesses inherit it."""
-    monkeypatch.setenv("CARE_EDGE_CACHE_DIR", str(stamp_cache_dir))
+def stamp_cache_dir() -> Path:
+    return _STAMP_CACHE
 
 
 # A sitecustomize.py that gives subprocesses the same guard; its presence on PYTHONPATH arms it.
