@@ -66,6 +66,16 @@ def _median(samples: list[dict[str, float]]) -> dict[str, float]:
     return medians
 
 
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
@@ -80,12 +90,12 @@ def main() -> int:
         }
         _run("stamps", root / "filled")
         results["later opens"] = _median([_run("stamps", root / "filled") for _ in range(args.runs)])
-    machine = {"cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+    machine = {"cpu": _cpu_name(), "cpus": os.cpu_count(),
                "load_1min": round(os.getloadavg()[0], 2)}
     if args.json:
         print(json.dumps({"machine": machine, "runs": args.runs, "medians": results}))
         return 0
-    print(f"median of {args.runs} runs, {machine['cpus']} CPUs, load {machine['load_1min']}")
+    print(f"median of {args.runs} runs, {machine['cpu']}, {machine['cpus']} CPUs, load {machine['load_1min']}")
     print(f"{'':<12} {'collection':>11} {'encoder':>9} {'total':>9}   {'CPU time: collection':>20} {'encoder':>9} "
           f"{'total':>9}")
     for way, medians in results.items():
