@@ -64,6 +64,24 @@ def swap_vocabulary_entries(path: Path) -> None:
     path.write_bytes(swapped)
 
 
+@pytest.fixture()
+def cli_in_process(tiny, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+    """``cli_in_process(*args, prebuilt=None) -> CliResult`` through ``edge.cli.main`` in this process: for the
+    cases that fail before any native code runs, at a fraction of a subprocess's cost."""
+    from conftest import CliResult
+    from edge import cli
+
+    monkeypatch.delenv("CARE_EDGE_DEBUG", raising=False)
+
+    def run(*args: str | Path, prebuilt: Path | None = None) -> CliResult:
+        monkeypatch.setenv("CARE_EDGE_INDEX_DIR", str(prebuilt if prebuilt is not None else tiny.prebuilt))
+        code = cli.main([str(arg) for arg in args])
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
+
+
 def rewrite_manifest(directory: Path, change) -> None:
     path = directory / fmt.MANIFEST_FILE
     manifest = json.loads(path.read_text(encoding="utf-8"))
@@ -236,11 +254,11 @@ def test_embed_alone_and_in_a_file_agree(run_cli, tiny, tmp_path: Path) -> None:
 # --------------------------------------------------------------------------------------------------- bad queries
 
 
-def test_zero_width_only_query_is_empty(run_cli, tmp_path: Path) -> None:
+def test_zero_width_only_query_is_empty(run_cli, cli_in_process, tmp_path: Path) -> None:
     run_cli("search", "\u200b\u200c\u200d\u2060").assert_error(2, "query is empty")
     queries = tmp_path / "queries.txt"
     queries.write_text("fever\n\u200b\ufeff\u200d\n", encoding="utf-8")
-    run_cli("search", "--queries-file", queries).assert_error(2, "line 2 is empty")
+    cli_in_process("search", "--queries-file", queries).assert_error(2, "line 2 is empty")
 
 
 def test_huge_single_line_query_is_echoed_cut(run_cli, tmp_path: Path) -> None:
@@ -281,28 +299,29 @@ def test_invalid_utf8_argument_is_exit_2(run_cli) -> None:
 
 @pytest.mark.parametrize("threads", ["1000000000", pytest.param("2000", marks=pytest.mark.slow),
                                      pytest.param(str(machine_cpus() + 1), marks=pytest.mark.slow)])
-def test_intra_op_threads_are_bounded(run_cli, threads: str) -> None:
-    for command in (("search", "fever"), ("embed", "fever")):
-        run_cli(*command, "--threads", threads).assert_error(2, "--threads must be at most", "this machine's CPUs")
-    run_cli("bench", "--intra-op-threads", threads).assert_error(2, "--intra-op-threads must be at most")
+def test_intra_op_threads_are_bounded(run_cli, cli_in_process, threads: str) -> None:
+    run_cli("search", "fever", "--threads", threads).assert_error(2, "--threads must be at most", "this machine's CPUs")
+    cli_in_process("embed", "fever", "--threads", threads).assert_error(2, "--threads must be at most")
+    cli_in_process("bench", "--intra-op-threads", threads).assert_error(2, "--intra-op-threads must be at most")
 
 
-def test_bench_threads_are_bounded(run_cli) -> None:
-    run_cli("bench", "--threads", "100000").assert_error(2, "--threads must be at most")
+def test_bench_threads_are_bounded(cli_in_process) -> None:
+    cli_in_process("bench", "--threads", "100000").assert_error(2, "--threads must be at most")
 
 
 @pytest.mark.parametrize("value", [-5, 10**12, "abc"] + [pytest.param(value, marks=pytest.mark.slow)
                                                            for value in (0, 1.5, True, None)])
-def test_bad_expansion_search_is_exit_3(run_cli, tiny_copy, value) -> None:
+def test_bad_expansion_search_is_exit_3(cli_in_process, tiny_copy, value) -> None:
     rewrite_manifest(tiny_copy.collection, lambda m: m["index"].update(expansion_search=value))
-    run_cli("search", "fever", prebuilt=tiny_copy.prebuilt).assert_error(3, "index.expansion_search must be")
+    cli_in_process("search", "fever", prebuilt=tiny_copy.prebuilt).assert_error(3, "index.expansion_search must be")
 
 
 @pytest.mark.parametrize("name", ["docs\x00.sqlite", "../docs.sqlite"] + [pytest.param(name, marks=pytest.mark.slow)
                                                                        for name in ("\x00", "/etc/passwd")])
-def test_manifest_file_names_must_be_plain(run_cli, tiny_copy, name: str) -> None:
+def test_manifest_file_names_must_be_plain(cli_in_process, tiny_copy, name: str) -> None:
     rewrite_manifest(tiny_copy.collection, lambda m: m["files"].update({name: {"size": 1, "sha256": "0" * 64}}))
-    run_cli("search", "fever", prebuilt=tiny_copy.prebuilt).assert_error(3, "only plain file names are allowed")
+    cli_in_process("search", "fever", prebuilt=tiny_copy.prebuilt).assert_error(
+        3, "only plain file names are allowed")
 
 
 # --------------------------------------------------------------------------------------------------- special files
@@ -342,7 +361,7 @@ def test_special_files_in_place_of_artifacts(run_cli, tiny_copy, tmp_path: Path,
 
 
 @pytest.mark.parametrize("kind", ["/dev/zero", "fifo", "directory"])
-def test_special_files_as_queries_file(run_cli, tmp_path: Path, kind: str) -> None:
+def test_special_files_as_queries_file(run_cli, cli_in_process, tmp_path: Path, kind: str) -> None:
     path = tmp_path / "queries"
     if kind == "/dev/zero":
         path.symlink_to("/dev/zero")
@@ -351,7 +370,7 @@ def test_special_files_as_queries_file(run_cli, tmp_path: Path, kind: str) -> No
     else:
         path.mkdir()
     run_cli("search", "--queries-file", path, timeout=30).assert_error(2, "not a regular file")
-    run_cli("embed", "--file", path, timeout=30).assert_error(2, "not a regular file")
+    cli_in_process("embed", "--file", path).assert_error(2, "not a regular file")
 
 
 def test_endless_stdin_is_cut(run_cli) -> None:
