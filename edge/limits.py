@@ -17,14 +17,15 @@ MAX_EXPANSION_SEARCH = 1 << 16
 
 
 def machine_cpus() -> int:
-    """The machine's CPUs, or the ones this process may run on if its affinity mask names more (it never does on
-    Linux, but ``os.cpu_count`` may be unknown). Tools size thread pools by ``os.cpu_count()``, so the bound must
-    admit that."""
+    """The machine's CPU count (``os.cpu_count()``; the affinity mask's size where that is unknown). Tools size their
+    thread pools by ``os.cpu_count()``, so the bound admits that."""
+    count = os.cpu_count()
+    if count:
+        return count
     try:
-        allowed = len(os.sched_getaffinity(0))
+        return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
-        allowed = 1
-    return max(1, allowed, os.cpu_count() or 1)
+        return 1
 
 
 def check_threads(value: object, option: str, maximum: int | None = None) -> int:

@@ -1,4 +1,4 @@
-"""A hostile tester's campaign as tests: corrupted artifacts, bad queries, hostile environments, and one query one
+"""Adversarial cases as tests: corrupted artifacts, bad queries, hostile environments, and one query one
 answer. docs/reliability.md lists every case with its test.
 
 Each corruption keeps the file's size (XOR in place, or an edit of the same length), so only the content check can
