@@ -17,6 +17,7 @@ from edge.errors import ArtifactError, BadInput
 from edge.hybrid import LexicalIndex, check_lexical_tables
 from edge.integrity import verify_files
 from edge.limits import checked_expansion_search
+from edge.usearch_file import check_usearch_file
 
 # Read only by `bench`, which checks it then: search works without it.
 OPTIONAL_FILES = (fmt.BENCH_QUERIES_FILE,)
@@ -38,7 +39,8 @@ class Collection:
         self.directory = Path(directory)
         self.manifest: dict[str, Any] = fmt.read_manifest(self.directory, fmt.COLLECTION_FORMAT)
         verify_files(self.directory, self.manifest, [name for name in self.manifest["files"]
-                                                     if name not in OPTIONAL_FILES])
+                                                     if name not in OPTIONAL_FILES],
+                     structure={fmt.VECTORS_FILE: check_usearch_file})
         self.index = self._open_index(view)
         self.docs = DocStore(self.directory / fmt.DOCS_FILE)
         stored = self.docs.count()

@@ -24,7 +24,7 @@ import os
 import stat
 import time
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from edge.errors import ArtifactError
 from edge.files import sha256_file
@@ -105,20 +105,23 @@ class StampCache:
                 pass
 
 
-def verify_files(directory: str | os.PathLike[str], manifest: Mapping[str, Any], names: Iterable[str]) -> None:
+def verify_files(directory: str | os.PathLike[str], manifest: Mapping[str, Any], names: Iterable[str],
+                 structure: Mapping[str, Callable[[Path], None]] | None = None) -> None:
     """Check ``names`` (files listed in ``manifest["files"]``) in ``directory``: a regular file of the listed size
-    whose sha256 is the listed one, hashed only when no stamp vouches for it. Raises ArtifactError naming the first
-    bad file and the fix."""
+    whose sha256 is the listed one, hashed only when no stamp vouches for it. ``structure`` maps a file name to a
+    check of its inner consistency (raising ArtifactError), run with the hash, before the stamp: a stamp vouches for
+    both. Raises ArtifactError naming the first bad file and the fix."""
     root = Path(directory)
     cache = StampCache(cache_dir())
     try:
         for name in names:
-            _verify_one(root, name, manifest["files"][name], cache)
+            _verify_one(root, name, manifest["files"][name], cache, (structure or {}).get(name))
     finally:
         cache.save()
 
 
-def _verify_one(root: Path, name: str, entry: Mapping[str, Any], cache: StampCache) -> None:
+def _verify_one(root: Path, name: str, entry: Mapping[str, Any], cache: StampCache,
+                structure: Callable[[Path], None] | None) -> None:
     path = root / name
     where = f"{root}: {name}"
     fix = "re-copy or rebuild this artifact (`care-edge info --verify` lists every bad file)"
@@ -146,6 +149,8 @@ def _verify_one(root: Path, name: str, entry: Mapping[str, Any], cache: StampCac
         raise ArtifactError(f"{where}: unreadable ({exc.strerror or exc}): {fix}") from None
     if actual != expected:
         raise ArtifactError(f"{where}: sha256 differs from the manifest (corrupted or replaced): {fix}")
+    if structure is not None:
+        structure(path)
     # Stamp only a file that did not change while it was hashed and was last changed well before: see RACY_WINDOW_NS.
     if _identity(after) == identity and info.st_ctime_ns < started_ns - RACY_WINDOW_NS:
         cache.add(key, identity, expected)

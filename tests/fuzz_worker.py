@@ -2,7 +2,8 @@
 prebuilt directory, runs ``care-edge`` in this process, restores the file, and reports each case as a JSON line.
 
 ``python tests/fuzz_worker.py PLAN.json``. The plan: ``{"prebuilt": dir, "argv": [...], "cases": [{"file": path
-relative to prebuilt, "offset": int, "xor": [ints]}], "start": first case}``. Output, flushed line by line:
+relative to prebuilt, "offset": int, "xor": [ints]}], "start": first case, "resign": bool}``; with ``resign`` the
+manifest next to the corrupted file is rewritten to list its new size and sha256 for the duration of the case. Output, flushed line by line:
 ``{"begin": i}`` before case i and ``{"case": i, "code": exit code, "out": stdout, "err": stderr}`` after it (case -1
 is the untouched baseline). A case that kills the process (a signal) ends the output after its ``begin`` line: the
 parent records it and starts a new worker after it.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import hashlib
 import io
 import json
 import os
@@ -48,6 +50,13 @@ def _restore(path: Path, offset: int, original: bytes) -> None:
         handle.write(original)
 
 
+def _resign(manifest: Path, path: Path) -> None:
+    """Make the manifest vouch for the corrupted file: a crafted artifact, which only structural checks can stop."""
+    data = json.loads(manifest.read_text(encoding="utf-8"))
+    data["files"][path.name] = {"size": path.stat().st_size, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    manifest.write_text(json.dumps(data), encoding="utf-8")
+
+
 def _emit(record: dict) -> None:
     sys.__stdout__.write(json.dumps(record) + "\n")
     sys.__stdout__.flush()
@@ -67,10 +76,16 @@ def main() -> int:
         path = prebuilt / case["file"]
         _emit({"begin": number})
         original = _xor_in_place(path, case["offset"], bytes(case["xor"]))
+        manifest = path.parent / "manifest.json"
+        signed = manifest.read_bytes() if plan.get("resign") else None
         try:
+            if signed is not None:
+                _resign(manifest, path)
             code, out, err = _run(argv)
         finally:
             _restore(path, case["offset"], original)
+            if signed is not None:
+                manifest.write_bytes(signed)
         _emit({"case": number, "code": code, "out": out, "err": err})
     return 0
 
