@@ -34,7 +34,7 @@ sizes_only = sys.argv[1] == "sizes"
 import edge.collection, edge.encoder
 from edge import formats as fmt
 if sizes_only:
-    def sizes(directory, manifest, names):
+    def sizes(directory, manifest, names, structure=None):
         problems = [p for p in fmt.file_problems(directory, manifest, full_hash=False) if p.split(":")[0] in set(names)]
         if problems:
             raise SystemExit(problems[0])
