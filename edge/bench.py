@@ -21,8 +21,9 @@ import numpy as np
 from edge.checks import positive_int
 from edge.errors import BadInput
 from edge.files import canonical_json
-from edge.machine import SOFTWARE_PACKAGES, machine_info, software_info
 from edge.hybrid import fuse_hybrid, fusion_depth
+from edge.limits import MAX_EXPANSION_SEARCH, bench_threads_limit, check_threads
+from edge.machine import SOFTWARE_PACKAGES, machine_info, software_info
 from edge.search import Searcher, check_mode
 from edge.text import clean_query
 
@@ -123,7 +124,7 @@ def run_bench(
     report. ``mode``: "dense" or "hybrid"; None means the collection's default_mode."""
     if not queries:
         raise BadInput("bench needs at least one query")
-    positive_int(threads, "--threads")
+    check_threads(threads, "--threads", bench_threads_limit())
     positive_int(rounds, "--rounds")
     mode = check_mode(searcher.collection.default_mode if mode is None else mode)
     context = run_context()
@@ -249,13 +250,13 @@ def _overlap(found: Sequence[np.ndarray], reference: Sequence[np.ndarray]) -> fl
 
 
 def parse_expansions(text: str) -> list[int]:
-    """``"16,32,64"`` -> [16, 32, 64] (positive, ascending, no repeats)."""
+    """``"16,32,64"`` -> [16, 32, 64] (1..MAX_EXPANSION_SEARCH, ascending, no repeats)."""
     try:
         values = sorted({int(part) for part in text.split(",") if part.strip()})
     except ValueError:
         raise BadInput(f"--ef-curve takes comma-separated positive integers, got {text!r}") from None
-    if not values or values[0] < 1:
-        raise BadInput(f"--ef-curve takes comma-separated positive integers, got {text!r}")
+    if not values or values[0] < 1 or values[-1] > MAX_EXPANSION_SEARCH:
+        raise BadInput(f"--ef-curve takes comma-separated integers from 1 to {MAX_EXPANSION_SEARCH}, got {text!r}")
     return values
 
 

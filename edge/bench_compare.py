@@ -16,21 +16,24 @@ from typing import Any, Sequence
 
 from edge.bench import STAGES
 from edge.errors import BadInput
+from edge.integrity import read_regular_file
 from edge.machine import SOFTWARE_PACKAGES
 
 LATENCY_ROWS = ("end_to_end", *STAGES)
 # Higher is better for these; their ratios read the same way as the latencies' (report / first report).
 OTHER_ROWS = ("qps_1_thread", "qps_n_threads", "recall_at_10", "peak_rss_mb")
 # Workload keys: two reports that differ in any of these did not measure the same work.
+# A bench report is a few KiB; anything far larger is not one (and is not read whole into memory).
+MAX_REPORT_BYTES = 16 * 1024 * 1024
 WORKLOAD_KEYS = ("index", "encoder", "mode", "n_queries", "k", "intra_op_threads", "expansion_search")
 
 
 def load_report(path: str | Path) -> dict[str, Any]:
     """A bench report written by ``care-edge bench --json`` or ``--out``; BadInput naming the file otherwise."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = read_regular_file(path, MAX_REPORT_BYTES).decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        reason = (exc.strerror or str(exc)) if isinstance(exc, OSError) else "not UTF-8"
         raise BadInput(f"{path}: cannot read the bench report ({reason})") from None
     try:
         report = json.loads(text)

@@ -158,7 +158,7 @@ def test_ef_curve_recall_grows_and_the_collection_keeps_its_expansion(searcher: 
 
 def test_parse_expansions() -> None:
     assert bench.parse_expansions("64, 16,16,32") == [16, 32, 64]
-    for bad in ("", "0,16", "a,b", "1.5"):
+    for bad in ("", "0,16", "a,b", "1.5", "16,99999999"):
         with pytest.raises(BadInput, match="--ef-curve"):
             bench.parse_expansions(bad)
 
@@ -267,14 +267,19 @@ def test_compare_on_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixtu
     ("content", "fragment"),
     [(None, "cannot read"), ("{not json", "not JSON"), ('{"mode": "dense"}', "not a care-edge bench report"),
      ('[1, 2]', "not a care-edge bench report"),
-     ('{"end_to_end_ms": {"p50": "fast"}, "stages_ms": {}}', "not a care-edge bench report")],
+     ('{"end_to_end_ms": {"p50": "fast"}, "stages_ms": {}}', "not a care-edge bench report"),
+     ("folder", "not a regular file"), (b"\xff\xfe{}", "not UTF-8")],
 )
 def test_compare_rejects_bad_files_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                               content: str | None, fragment: str) -> None:
+                                               content: str | bytes | None, fragment: str) -> None:
     good = tmp_path / "good.json"
     good.write_text(json.dumps(_report([10.0, 11.0], [6.0, 6.4])), encoding="utf-8")
     bad = tmp_path / "bad.json"
-    if content is not None:
+    if content == "folder":
+        bad.mkdir()
+    elif isinstance(content, bytes):
+        bad.write_bytes(content)
+    elif content is not None:
         bad.write_text(content, encoding="utf-8")
     with pytest.raises(BadInput, match=fragment):
         load_report(bad)
