@@ -91,19 +91,20 @@ def decode_text(data: bytes) -> tuple[str, str]:
     for bom, encoding in _BOMS:
         if data.startswith(bom):
             try:
-                return data.decode(encoding), encoding.replace("-sig", "")
+                return data.decode(encoding).lstrip("\ufeff"), encoding.replace("-sig", "")
             except UnicodeDecodeError:
                 raise Skip(f"not valid {encoding} despite its byte-order mark") from None
     sample = data[:65536]
-    if sample:
-        even_nuls = sample[0::2].count(0) / max(1, len(sample[0::2]))
-        odd_nuls = sample[1::2].count(0) / max(1, len(sample[1::2]))
-        if max(even_nuls, odd_nuls) > 0.3 and min(even_nuls, odd_nuls) < 0.05:
-            encoding = "utf-16-le" if odd_nuls > even_nuls else "utf-16-be"
-            try:
-                return data.decode(encoding), encoding
-            except UnicodeDecodeError:
-                pass
+    even_nuls, odd_nuls = sample[0::2].count(0), sample[1::2].count(0)
+    # UTF-16 without a mark: its ASCII characters (line breaks, digits, Latin words) put NULs on one parity only.
+    if len(data) % 2 == 0 and (even_nuls == 0) != (odd_nuls == 0):
+        encoding = "utf-16-le" if odd_nuls else "utf-16-be"
+        try:
+            text = data.decode(encoding)
+        except UnicodeDecodeError:
+            text = None
+        if text is not None and _control_ratio(text) < 0.01:
+            return text, encoding
     if b"\x00" in sample:
         raise Skip("binary content (NUL bytes): not a text file")
     try:
@@ -341,9 +342,10 @@ def _docx_paragraph_text(paragraph: ElementTree.Element) -> str:
 
 
 def _docx_heading_styles(styles: bytes) -> dict[str, int]:
-    """Style id -> heading level (Title = 1, Heading N = N), from the style names Word writes in any language UI."""
+    """Style id -> heading level (Title = 1, Heading N = N + 1: Word's Title sits above its Heading 1), from the
+    style names Word writes in any language UI."""
     levels: dict[str, int] = {"Title": 1}
-    levels.update({f"Heading{n}": n for n in range(1, 7)})
+    levels.update({f"Heading{n}": n + 1 for n in range(1, 9)})
     if not styles:
         return levels
     for style in ElementTree.fromstring(styles).iter(f"{_W}style"):
@@ -352,7 +354,7 @@ def _docx_heading_styles(styles: bytes) -> dict[str, int]:
         label = name.get(f"{_W}val", "") if name is not None else ""
         match = _DOCX_HEADING.match(label.strip())
         if match:
-            levels[style_id] = int(match.group(1))
+            levels[style_id] = int(match.group(1)) + 1
         elif label.strip().lower() == "title":
             levels[style_id] = 1
     return levels
