@@ -18,7 +18,7 @@ import pytest
 
 from index_docs import AMOXICILLIN, AMOXICILLIN_DOSE, GLAUCOMA, HYPERTENSION_ZH
 
-from edge import manifest as fmt
+from edge import formats as fmt
 from edge.index.gguf import EMBEDDINGGEMMA_FILE, model_cache_root
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -186,7 +186,7 @@ def test_a_failed_write_leaves_the_previous_collection(tmp_path, monkeypatch):
         (Path(directory) / "docs.sqlite").write_bytes(b"half")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(publish.fmt, "write_collection", broken_write)
+    monkeypatch.setattr(publish.writers, "write_collection", broken_write)
     with pytest.raises(OSError):
         run(folder, out)
     monkeypatch.undo()

@@ -8,14 +8,17 @@ the previous collection or the new one, and a run killed while writing leaves th
 
 from __future__ import annotations
 
+import datetime as _dt
+import importlib.metadata
 import os
+import platform
 import shutil
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from edge import manifest as fmt
+from edge import formats, writers
 from edge.errors import ArtifactError, BadInput
 
 WORK_SUFFIX = ".index"
@@ -42,8 +45,8 @@ def check_destination(collection_path: Path) -> None:
 def current_manifest(collection_path: Path) -> dict[str, Any] | None:
     """The manifest of the collection the link points at, if it is whole."""
     try:
-        manifest = fmt.read_manifest(collection_path, fmt.COLLECTION_FORMAT)
-        fmt.check_files(collection_path, manifest, full_hash=False)
+        manifest = formats.read_manifest(collection_path, formats.COLLECTION_FORMAT)
+        formats.check_files(collection_path, manifest, full_hash=False)
         return manifest
     except ArtifactError:
         return None
@@ -71,7 +74,7 @@ def write_generation(
                if p.name[len(GENERATION_PREFIX):].isdigit()]
     generation = work / f"{GENERATION_PREFIX}{max(numbers, default=0) + 1:06d}"
     generation.mkdir()
-    manifest = fmt.write_collection(
+    writers.write_collection(
         generation,
         name=name,
         description=description,
@@ -82,13 +85,12 @@ def write_generation(
         metas=metas,
         index_params=INDEX_PARAMS,
         licenses=licenses,
-        created={**fmt.created_info("edge.index", command), **extra},
+        created={**created_info(command), **extra},
         truncated_documents=truncated,
         build_threads=1,  # the same rows give the same graph, so an incremental and a fresh build search alike
         lexical=True,
         default_mode="hybrid",
     )
-    del manifest
     _fsync_dir(generation)
     link_tmp = collection_path.parent / f".{collection_path.name}.link.{os.getpid()}"
     if link_tmp.is_symlink() or link_tmp.exists():
@@ -98,6 +100,26 @@ def write_generation(
     _fsync_dir(collection_path.parent)
     remove_stale_generations(collection_path)
     return generation
+
+
+# Whose versions shape the vectors, the text and the index of a folder's collection.
+RECORDED_PACKAGES = ("care-edge", "numpy", "onnxruntime", "tokenizers", "usearch", "llama_cpp_python", "pypdf")
+
+
+def created_info(command: str) -> dict[str, Any]:
+    """The manifest's ``created`` block for a folder's collection: what made it and with which package versions."""
+    versions = {"python": platform.python_version()}
+    for name in RECORDED_PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return {
+        "tool": "care-edge index",
+        "command": command,
+        "created_at": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+        "versions": versions,
+    }
 
 
 def remove_stale_generations(collection_path: Path) -> None:

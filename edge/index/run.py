@@ -183,9 +183,8 @@ def _expected_encoder(options: IndexOptions, state: IndexState) -> tuple[dict[st
         if stored and stored.get("sha256") == sha and stored.get("prompt") == EMBEDDINGGEMMA_DOC_PROMPT:
             return stored, path, sha
         return None, path, sha  # another GGUF: its dims are known once loaded
-    from edge.encoder import QueryEncoder  # noqa: F401 - the check below reads its manifest only
+    from edge import formats as fmt
     from edge.index.encoders import QUERY_ENCODER_PASSAGE_TOKENS, symmetric_identity
-    from edge import manifest as fmt
 
     if options.query_encoder_dir is None:
         raise BadInput("--encoder query needs a query encoder directory")
@@ -248,7 +247,7 @@ def _index(options: IndexOptions, state: IndexState, emit: Callable[[FileEvent],
         identity = stored_identity
     if identity is not None:
         state.set_settings({"document_encoder": identity})
-    from edge.manifest import alignment_id
+    from edge.formats import alignment_id
 
     summary.alignment_id = alignment_id(identity) if identity else None
     summary.passages_total = _write_if_changed(options, state, identity, summary)
@@ -418,7 +417,7 @@ def _write_if_changed(options: IndexOptions, state: IndexState, identity: dict[s
 
 
 def _query_encoder_licenses(options: IndexOptions) -> list[dict]:
-    from edge import manifest as fmt
+    from edge import formats as fmt
 
     manifest = fmt.read_manifest(options.query_encoder_dir, fmt.QUERY_ENCODER_FORMAT)
     return [dict(item) for item in manifest.get("licenses", [])]
