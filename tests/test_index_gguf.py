@@ -55,8 +55,16 @@ def test_gguf_path_reproduces_the_shipped_document_encoder():
         shipped_vectors = np.asarray(collection.index.get(np.array(keys, dtype=np.uint64)), dtype=np.float32)
     ours = encoder.embed(texts).vectors
     shipped_vectors /= np.linalg.norm(shipped_vectors, axis=1, keepdims=True)
-    cosines = np.sum(ours * shipped_vectors, axis=1)
-    assert cosines.min() > 0.99, cosines  # i8 storage of the shipped vectors costs about 1e-3
+    assert np.sum(ours * shipped_vectors, axis=1).min() > 0.99  # the shipped vectors are stored as i8
+    # Through the same i8 storage most rows come back bit for bit; the rest differ by a rounding flip (batches).
+    from edge._native import Index
+
+    index = Index(ndim=ours.shape[1], metric="cos", dtype="i8")
+    index.add(np.arange(len(ours), dtype=np.uint64), ours)
+    stored = np.asarray(index.get(np.arange(len(ours), dtype=np.uint64)), dtype=np.float32)
+    stored /= np.linalg.norm(stored, axis=1, keepdims=True)
+    cosines = np.sum(stored * shipped_vectors, axis=1)
+    assert cosines.min() > 0.995, cosines
 
 
 def _folder(root: Path, n: int) -> Path:

@@ -27,7 +27,7 @@ PACKAGING_DIR = REPO_ROOT / "packaging"
 sys.path.insert(0, str(PACKAGING_DIR))
 
 from archive_report import ArchiveEntry, forbidden_entries, module_name_of  # noqa: E402
-from excluded import EXCLUDED_MODULES, is_excluded  # noqa: E402
+from excluded import EXCLUDED_MODULES, INDEX_DEPENDENCIES, is_excluded  # noqa: E402
 from selfextract import COMPLETE, pack, read_layout  # noqa: E402
 
 BINARY_ENV = "CARE_EDGE_BINARY"
@@ -44,8 +44,11 @@ BENCH_DETERMINISTIC = ("n_queries", "k", "recall_at_10", "truncated_queries", "w
 
 
 def test_exclusions_cover_the_tools_dependencies() -> None:
-    for module in ("torch", "llama_cpp", "transformers", "onnx", "tqdm", "matplotlib", "tools", "torch.nn"):
+    for module in ("torch", "transformers", "onnx", "matplotlib", "tools", "torch.nn"):
         assert is_excluded(module), module
+    # `care-edge index` ships in the binary unless it is built --search-only.
+    for module in ("llama_cpp", "llama_cpp.llama", "pypdf", "tqdm"):
+        assert not is_excluded(module) and is_excluded(module, EXCLUDED_MODULES + INDEX_DEPENDENCIES), module
     # Only exact names or their submodules: onnxruntime is not onnx, tokenizers is not tokenizers.tools.
     for module in ("onnxruntime", "onnxruntime.capi", "tokenizers", "usearch.index", "numpy", "edge.cli", "sqlite3"):
         assert not is_excluded(module), module
@@ -65,8 +68,8 @@ def test_archive_entries_map_to_modules() -> None:
 
     clean = [entry("onnxruntime/capi/x.so"), entry("edge.cli", "module"), entry("prebuilt_index/onnx/x", "data")]
     assert forbidden_entries(clean) == []
-    dirty = clean + [entry("tqdm", "module"), entry("torch/lib/libc10.so"), entry("yaml/_yaml.so")]
-    assert forbidden_entries(dirty) == ["torch/lib/libc10.so", "tqdm", "yaml/_yaml.so"]
+    dirty = clean + [entry("transformers", "module"), entry("torch/lib/libc10.so"), entry("yaml/_yaml.so")]
+    assert forbidden_entries(dirty) == ["torch/lib/libc10.so", "transformers", "yaml/_yaml.so"]
 
 
 def _run_python(code: str) -> subprocess.CompletedProcess[str]:
@@ -342,7 +345,8 @@ def test_archive_is_small_and_leaves_out_the_tools(binary: Path) -> None:
     names = {entry.name for entry in entries}
     assert "prebuilt_index/default.json" in names
     assert {"edge.cli", "edge.search", "onnxruntime", "usearch.index", "tokenizers"} <= names
-    assert not any(name == "tqdm" or name.startswith("tqdm.") for name in names)
+    # The search path keeps the silent tqdm stand-in; the real tqdm is bundled for `care-edge index` only.
+    assert {"edge.index.run", "llama_cpp", "pypdf"} <= names
 
 
 @pytest.mark.slow

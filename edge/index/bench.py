@@ -5,8 +5,9 @@ questions as queries, and the file-level retrieval metrics of a collection built
     python -m edge.index.bench eval --folder /tmp/medquad-folder --index COLLECTION_DIR [--mode dense]
     python -m edge.index.bench sweep --folder /tmp/medquad-folder --work /tmp/sweep --settings 128/0,256/32,...
 
-``folder`` picks answers of at least 60 words (so that chunking matters) spread over every MedQuAD source, one per
-distinct question, and writes each as one file: ``# focus`` then the answer's paragraphs, as .md, .txt, .html,
+``folder`` picks topics (a MedQuAD source's focus) with at least 4 answers of 60 words or more, spread over every
+source, up to 6 answers per topic and one per distinct question (the files of a topic compete for its questions),
+and writes each answer as one file: ``# focus`` then the answer's paragraphs, as .md, .txt, .html,
 .docx or .pdf in turn (DOCX and PDF written with the standard library: a Word-like document.xml, a PDF text layer
 in Helvetica). ``eval`` searches every question and scores the files of the hits (a file counts once, at its best
 passage): MRR@10 and Recall@1/@10. ``sweep`` indexes the folder with the fast path (``--encoder query``) at several
@@ -28,6 +29,8 @@ from typing import Any, Sequence
 
 FORMATS = (".md", ".txt", ".html", ".docx", ".pdf")
 MIN_WORDS = 60
+MIN_PER_TOPIC = 4
+MAX_PER_TOPIC = 6
 
 
 def _paragraphs(answer: str) -> list[str]:
@@ -111,19 +114,22 @@ def write_file(path: Path, title: str, paragraphs: Sequence[str]) -> None:
 
 def make_folder(data_dir: Path, out: Path, n_files: int) -> dict[str, Any]:
     rows = [json.loads(line) for line in (data_dir / "en" / "medquad.jsonl").read_text(encoding="utf-8").splitlines()]
-    rows = [r for r in rows if len(r["answer"].split()) >= MIN_WORDS and r["question"].strip()]
-    rows.sort(key=lambda r: r["id"])
+    # Topics (a source's focus) with several long answers: the files of one topic compete for its questions, as
+    # the sections of a folder of guidelines on related subjects do.
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for row in rows:
+        if len(row["answer"].split()) >= MIN_WORDS and row["question"].strip():
+            groups.setdefault((row["collection"], row["focus"]), []).append(row)
+    topics = sorted(key for key, members in groups.items() if len(members) >= MIN_PER_TOPIC)
+    step = max(1, len(topics) * MAX_PER_TOPIC // (n_files * 2))
     seen: set[str] = set()
-    step = max(1, len(rows) // (n_files * 2))
-    chosen = []
-    for row in rows[::step]:
-        question = " ".join(row["question"].split())
-        if question.lower() in seen:
-            continue
-        seen.add(question.lower())
-        chosen.append(row)
-        if len(chosen) == n_files:
-            break
+    chosen: list[dict] = []
+    for key in topics[::step]:
+        for row in sorted(groups[key], key=lambda r: r["id"])[:MAX_PER_TOPIC]:
+            question = " ".join(row["question"].split()).lower()
+            if question not in seen and len(chosen) < n_files:
+                seen.add(question)
+                chosen.append(row)
     files = out / "files"
     files.mkdir(parents=True, exist_ok=True)
     queries = []

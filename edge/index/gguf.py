@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
+import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -131,12 +133,24 @@ def length_batches(lengths: Sequence[int], max_tokens_per_batch: int, max_items:
 BATCH_TOKENS = 128
 
 
+def _provide_cpu_count() -> None:
+    """llama_cpp imports multiprocessing only for cpu_count(); the single binary leaves multiprocessing out (no
+    worker processes anywhere), so it gets a module with just that."""
+    try:
+        import multiprocessing  # noqa: F401
+    except ImportError:
+        shim = types.ModuleType("multiprocessing", "care-edge: cpu_count only (see edge.index.gguf)")
+        shim.cpu_count = lambda: os.cpu_count() or 1  # type: ignore[attr-defined]
+        sys.modules["multiprocessing"] = shim
+
+
 class GGUFEncoder:
     """An embedding GGUF in llama-cpp-python's embedding mode, with the document prompt, truncation and L2
     normalisation of the shipped collections."""
 
     def __init__(self, gguf_path: Path, *, sha256: str | None = None, n_threads: int | None = None,
                  max_tokens: int = MAX_TOKENS, prompt: str = EMBEDDINGGEMMA_DOC_PROMPT) -> None:
+        _provide_cpu_count()
         try:
             from llama_cpp import LLAMA_POOLING_TYPE_MEAN, Llama  # lazily: only indexing needs llama_cpp
         except ImportError:

@@ -352,9 +352,22 @@ def _skip(state: IndexState, path: str, size: int, mtime_ns: int, reason: str, s
     return FileEvent(path, "skipped", reason)
 
 
-def _embed(state: IndexState, encoder: _LazyEncoder, pending: list, summary: Summary, progress: bool) -> None:
-    from tqdm import tqdm
+def _progress_bar() -> Any:
+    """tqdm's bar. The single binary registers a silent stand-in named tqdm for usearch (packaging/rthooks) and
+    bundles the real package for this command: swap the real one in here."""
+    import tqdm as module
 
+    if str(getattr(module, "__version__", "")).endswith("care-edge-stand-in"):
+        stand_in = sys.modules.pop("tqdm")
+        try:
+            import tqdm as module
+        except ImportError:
+            sys.modules["tqdm"] = module = stand_in
+    return module.tqdm
+
+
+def _embed(state: IndexState, encoder: _LazyEncoder, pending: list, summary: Summary, progress: bool) -> None:
+    tqdm = _progress_bar()
     model = encoder.get()
     started = time.perf_counter()
     with tqdm(total=len(pending), unit="passage", desc="embedding", disable=not progress, file=sys.stderr,
