@@ -255,3 +255,20 @@ def test_search_runtime_never_loads_llama_cpp_or_extractors(tmp_path, run_cli):
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_user_collections_dir_follows_the_environment(monkeypatch, tmp_path):
+    from edge.paths import resolve_collection_dir, user_collections_dir
+
+    monkeypatch.delenv("CARE_EDGE_COLLECTIONS_DIR", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert user_collections_dir() == tmp_path / "xdg" / "care-edge" / "collections"
+    monkeypatch.delenv("XDG_DATA_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert user_collections_dir() == tmp_path / "home" / ".local" / "share" / "care-edge" / "collections"
+    monkeypatch.setenv("CARE_EDGE_COLLECTIONS_DIR", str(tmp_path / "mine"))
+    assert user_collections_dir() == tmp_path / "mine"
+    (tmp_path / "mine" / "notes").mkdir(parents=True)
+    monkeypatch.setenv("CARE_EDGE_INDEX_DIR", str(PREBUILT))
+    assert resolve_collection_dir("notes") == tmp_path / "mine" / "notes"
+    assert resolve_collection_dir("icd10") == PREBUILT / "icd10"  # the shipped name wins
