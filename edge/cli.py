@@ -123,7 +123,7 @@ def _format_response(response: SearchResponse) -> str:
     for rank, result in enumerate(response.results, start=1):
         prefix = f"{rank:>3}. {result.score:.4f}  {result.id}  "
         lines.append(prefix + one_line(result.text, max(20, width - len(prefix))))
-        if "source" in result.meta:
+        if "file" in result.meta:
             lines.append(" " * 5 + one_line(_source_line(result.meta), max(20, width - 5)))
     if not lines:
         lines.append("(no results)")
@@ -138,7 +138,7 @@ def _format_response(response: SearchResponse) -> str:
 
 def _source_line(meta: dict[str, Any]) -> str:
     """Where a passage of an indexed folder comes from: file, page, heading path, character span."""
-    where = [str(meta["source"])]
+    where = [str(meta["file"])]
     if "page" in meta:
         where.append(f"p. {meta['page']}")
     if "row" in meta:

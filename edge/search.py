@@ -82,11 +82,13 @@ def alignment_problem(collection_manifest: Mapping[str, Any], encoder_manifest: 
 
 
 def embedded_by_encoder(collection_manifest: Mapping[str, Any], encoder_manifest: Mapping[str, Any]) -> bool:
-    """The collection's passages were embedded by this query encoder's own graph (``care-edge index --encoder
-    query``): queries and documents then share that graph's space, whatever the graph was aligned to."""
+    """The collection declares its passages were embedded by this query encoder's own graph (``care-edge index
+    --encoder query`` marks its document encoder ``symmetric``): queries and passages then share that graph's space,
+    whatever the graph was aligned to."""
     document_encoder = collection_manifest["document_encoder"]
     graph = encoder_manifest.get("files", {}).get("model.onnx", {})
-    return document_encoder.get("kind") == "onnx" and document_encoder.get("sha256") == graph.get("sha256")
+    return (document_encoder.get("symmetric") is True and document_encoder.get("kind") == "onnx"
+            and document_encoder.get("sha256") == graph.get("sha256"))
 
 
 class Searcher:

@@ -80,7 +80,7 @@ def test_index_then_search_with_sources(tmp_path):
     assert results(out, "dense")[2][0][0].endswith("gaoxueya.txt#0")
     metas = {row[0]: json.loads(row[2]) for row in collection_rows(out)}
     pdf = [m for i, m in metas.items() if "leaflet.pdf" in i]
-    assert sorted(m["page"] for m in pdf) == [1, 2] and all(m["source"].endswith("leaflet.pdf") for m in pdf)
+    assert sorted(m["page"] for m in pdf) == [1, 2] and all(m["file"].endswith("leaflet.pdf") for m in pdf)
     assert metas[f"{folder / 'amox.md'}#1"]["headings"] == ["Amoxicillin", "Dosage"]
 
 

@@ -158,7 +158,7 @@ def evaluate(folder: Path, index: Path, mode: str, encoder_dir: Path | None = No
             for query, response in zip(chunk, searcher.search_batch([q["query"] for q in chunk], k=50, mode=mode)):
                 ranked: list[str] = []
                 for result in response.results:
-                    source = str(result.meta.get("source"))
+                    source = str(result.meta.get("file"))
                     if source not in ranked:
                         ranked.append(source)
                 ranked = ranked[:10]

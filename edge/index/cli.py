@@ -62,7 +62,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     from edge.index.chunk import ChunkSettings
     from edge.index.extract import TableOptions
     from edge.index.run import EXIT_SKIPPED, FileEvent, IndexOptions, index_folders
-    from edge.paths import resolve_encoder_dir, user_collections_dir
+    from edge.paths import prebuilt_index_dir, resolve_encoder_dir, user_collections_dir
 
     passage_tokens = _int(args.passage_tokens, "--passage-tokens", 32)
     overlap = _int(args.overlap_tokens, "--overlap-tokens", 0)
@@ -73,6 +73,9 @@ def cmd_index(args: argparse.Namespace) -> int:
     if args.into is not None:
         if not _NAME.match(args.into):
             raise BadInput(f"--into takes a plain name (letters, digits, . _ -), got {args.into!r}")
+        if (prebuilt_index_dir() / args.into).is_dir():
+            raise BadInput(f"--into {args.into}: a shipped collection has that name (search would find it first): "
+                           "choose another")
         collection_path = user_collections_dir() / args.into
         name = args.into
     else:

@@ -60,7 +60,7 @@ class QueryEncoderDocuments:
 
 def symmetric_identity(encoder_manifest: dict[str, Any], prompt: str, dims: int, max_tokens: int) -> dict[str, Any]:
     """The document_encoder of a collection embedded by a query encoder's own graph. ``edge.search`` accepts the
-    pair when the collection names this graph (kind onnx, the sha256 of its model.onnx) and its prompt."""
+    pair when the collection is marked symmetric and names this graph (kind onnx, the sha256 of its model.onnx)."""
     return {
         "name": str(encoder_manifest["name"]),
         "kind": "onnx",
@@ -71,6 +71,7 @@ def symmetric_identity(encoder_manifest: dict[str, Any], prompt: str, dims: int,
         "full_dims": dims,
         "max_tokens": max_tokens,
         "normalize": True,
+        "symmetric": True,  # not an alignment key: it tells edge.search that this graph's queries fit these vectors
     }
 
 

@@ -193,6 +193,14 @@ def _expected_encoder(options: IndexOptions, state: IndexState) -> tuple[dict[st
     return symmetric_identity(manifest, config.prompt, config.dims, QUERY_ENCODER_PASSAGE_TOKENS), None, None
 
 
+def _same_vectors(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Two identities give the same vectors: equal alignment keys, dims and token limit (a descriptive field such as
+    the name may change without re-embedding anything)."""
+    from edge.formats import ALIGNMENT_KEYS
+
+    return all(a.get(key) == b.get(key) for key in (*ALIGNMENT_KEYS, "full_dims", "max_tokens"))
+
+
 def _settings_key(options: IndexOptions) -> dict[str, Any]:
     return {"chunk": options.chunk.to_json(), "table": asdict(options.table), "encoder": options.encoder}
 
@@ -217,7 +225,7 @@ def _index(options: IndexOptions, state: IndexState, emit: Callable[[FileEvent],
     stored_identity = state.setting("document_encoder")
     stored_settings = state.setting("index_settings")
     if stored_settings is not None and (stored_settings != wanted or (
-            identity is not None and stored_identity is not None and stored_identity != identity) or (
+            identity is not None and stored_identity is not None and not _same_vectors(stored_identity, identity)) or (
             identity is None and stored_identity is not None and stored_identity.get("sha256") != gguf_sha)):
         if not options.rebuild:
             raise BadInput(
@@ -400,7 +408,7 @@ def _write_if_changed(options: IndexOptions, state: IndexState, identity: dict[s
     for path, duplicates, ordinal, text, meta, vector, was_truncated in rows:
         ids.append(f"{path}#{ordinal}")
         texts.append(text)
-        meta = {"source": path, **meta}
+        meta = {"file": path, **meta}
         if duplicates:
             meta["duplicates"] = duplicates
         metas.append(meta)
