@@ -2,6 +2,7 @@
 questions as queries, and the file-level retrieval metrics of a collection built from it.
 
     python -m edge.index.bench folder --data-dir ../shared/data --out /tmp/medquad-folder [--files 600]
+    python -m edge.index.bench subset --folder /tmp/medquad-folder --out /tmp/medquad-100 --files 100
     python -m edge.index.bench eval --folder /tmp/medquad-folder --index COLLECTION_DIR [--mode dense]
     python -m edge.index.bench sweep --folder /tmp/medquad-folder --work /tmp/sweep --settings 128/0,256/32,...
 
@@ -143,6 +144,24 @@ def make_folder(data_dir: Path, out: Path, n_files: int) -> dict[str, Any]:
     return {"files": len(chosen), "answer_words": words, "formats": list(FORMATS)}
 
 
+def make_subset(folder: Path, out: Path, n_files: int) -> dict[str, Any]:
+    """The first ``n_files`` files of a bench folder in name order (whole topics, mostly) and their queries."""
+    import shutil
+
+    names = sorted(p.name for p in (folder / "files").iterdir())[:n_files]
+    (out / "files").mkdir(parents=True, exist_ok=True)
+    for name in names:
+        shutil.copy2(folder / "files" / name, out / "files" / name)
+    kept = set(names)
+    queries = []
+    for line in (folder / "queries.jsonl").read_text(encoding="utf-8").splitlines():
+        query = json.loads(line)
+        if Path(query["file"]).name in kept:
+            queries.append({**query, "file": str((out / "files" / Path(query["file"]).name).resolve())})
+    (out / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries), encoding="utf-8")
+    return {"files": len(names), "queries": len(queries)}
+
+
 def evaluate(folder: Path, index: Path, mode: str, encoder_dir: Path | None = None) -> dict[str, Any]:
     from edge.collection import Collection
     from edge.encoder import QueryEncoder
@@ -203,6 +222,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--files", type=int, default=600)
+    p = sub.add_parser("subset")
+    p.add_argument("--folder", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--files", type=int, default=100)
     p = sub.add_parser("eval")
     p.add_argument("--folder", type=Path, required=True)
     p.add_argument("--index", type=Path, required=True)
@@ -218,6 +241,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "folder":
         print(json.dumps(make_folder(args.data_dir, args.out, args.files)))
+    elif args.command == "subset":
+        print(json.dumps(make_subset(args.folder, args.out, args.files)))
     elif args.command == "eval":
         print(json.dumps(evaluate(args.folder, args.index, args.mode, args.encoder)))
     else:
