@@ -9,7 +9,6 @@ import sqlite3
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from index_docs import (
@@ -172,7 +171,7 @@ def test_interrupted_embedding_resumes_and_keeps_the_old_collection(tmp_path, mo
     assert results(out, "dense")
     resumed = run(folder, out, chunk=small)
     assert resumed.passages_embedded == resumed.passages_total - 2 * run_module.EMBED_BATCH
-    fresh = run(folder, tmp_path / "fresh", chunk=small)
+    run(folder, tmp_path / "fresh", chunk=small)
     assert collection_rows(out) == collection_rows(tmp_path / "fresh")
 
 
