@@ -34,8 +34,8 @@ MAX_TOKENS = 512
 ENV_GGUF = "CARE_EDGE_GGUF"
 ENV_MODEL_CACHE = "CARE_EDGE_CACHE"
 INSTALL_HINT = (
-    "get it with `python -m tools.models fetch --only embeddinggemma` (a checkout with the tools extra), or copy "
-    f"{EMBEDDINGGEMMA_FILE} here and pass --gguf PATH; or use --encoder query (no GGUF)"
+    "get it with `python -m tools.models fetch --only embeddinggemma` (a checkout with the tools extra), or "
+    f"pass --gguf PATH to a copy of {EMBEDDINGGEMMA_FILE}; or use --encoder query (no GGUF)"
 )
 
 
