@@ -498,3 +498,22 @@ def test_corrupt_index_is_one_line_error(binary: Path, tiny_copy) -> None:
     run_binary(
         binary, "search", "fever", env=_clean_environment(CARE_EDGE_INDEX_DIR=str(tiny_copy.prebuilt))
     ).one_line_error(3, "default.json")
+
+
+@pytest.mark.slow
+def test_binary_indexes_a_folder_and_searches_it(binary: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "amox.md").write_text("# Amoxicillin\n\n## Dosage\n\nAdults take 500 mg every 8 hours.\n", encoding="utf-8")
+    (folder / "photo.txt").write_bytes(bytes(range(256)) * 8)
+    env = dict(os.environ, CARE_EDGE_COLLECTIONS_DIR=str(tmp_path / "collections"), XDG_CACHE_HOME=str(tmp_path))
+    done = subprocess.run([str(binary), "index", str(folder), "--into", "mine", "--encoder", "query", "--json"],
+                          env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 4, done.stderr  # written, one file skipped
+    summary = json.loads(done.stdout.splitlines()[-1])["summary"]
+    assert summary["indexed"] == 1 and summary["skipped_reasons"] == {"binary content": 1}
+    found = subprocess.run([str(binary), "search", "amoxicillin dose", "--index", "mine", "--json"],
+                           env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert found.returncode == 0, found.stderr
+    meta = json.loads(found.stdout)["results"][0]["meta"]
+    assert meta["file"] == str(folder / "amox.md") and meta["headings"] == ["Amoxicillin", "Dosage"]
