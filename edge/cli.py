@@ -1,4 +1,4 @@
-"""``care-edge``: search, embed, info and bench on the command line.
+"""``care-edge``: search, embed, info, bench and serve on the command line.
 
 Every failure is one line on stderr and an exit code: 2 bad input or usage, 3 missing/corrupt/mismatched artifact,
 1 anything else (``CARE_EDGE_DEBUG=1`` adds the traceback).
@@ -24,6 +24,7 @@ from edge.errors import ArtifactError, BadInput, CareEdgeError
 from edge.paths import resolve_collection_dir, resolve_encoder_dir
 from edge.queryfile import read_queries_file
 from edge.manifest import SEARCH_MODES
+from edge.serve.command import add_parser as add_serve_parser
 from edge.search import K_MAX, K_MIN, SearchResponse, Searcher, alignment_problem, check_k
 from edge.text import clean_query, one_line
 
@@ -100,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="search mode of the timed calls (default: the collection's default_mode)")
     bench.add_argument("--json", action="store_true", help="JSON output")
     bench.set_defaults(handler=cmd_bench)
+
+    add_serve_parser(commands)
     return parser
 
 
