@@ -96,12 +96,12 @@ def discover_collections(roots: list[CollectionRoot] | None = None) -> list[tupl
     return found
 
 
-def _kind_of(collection: Collection) -> str:
-    sample = collection.fetch_by_id_prefix("", 1)
-    meta = sample[0].meta if sample else {}
-    if all(key in meta for key in CODE_META_KEYS):
+def _kind_of(collection: Collection, sample_size: int = 20) -> str:
+    """What the page should render, judged from the first documents' meta."""
+    metas = [document.meta for document in collection.fetch_by_id_prefix("", sample_size)]
+    if metas and all(all(key in meta for key in CODE_META_KEYS) for meta in metas):
         return "codes"
-    if isinstance(meta.get("source"), dict) and "path" in meta["source"]:
+    if any(isinstance(meta.get("source"), dict) and "path" in meta["source"] for meta in metas):
         return "files"
     return "documents"
 
@@ -136,7 +136,8 @@ class Catalog:
             raise ArtifactError(f"no collection under {where}: run `make prebuilt` or set {paths.ENV_INDEX_DIR}")
         # The page opens on default.json's collection, else on the first one that opened.
         usable = [entry.name for entry in entries if entry.searcher is not None]
-        defaults = paths.read_defaults()
+        index_roots = [root.directory for root in roots or collection_roots() if root.origin == "index"]
+        defaults = paths.read_defaults(index_roots[0]) if index_roots else None
         default_name = defaults.collection if defaults and defaults.collection in usable else None
         return cls(encoder, entries, default_name or (usable[0] if usable else None))
 
