@@ -17,7 +17,7 @@ if "usearch.compiled" in sys.modules and "onnxruntime" not in sys.modules:
     # Importing onnxruntime now would kill the process; fail with a message instead.
     raise ImportError(
         "usearch was imported before onnxruntime, which crashes onnxruntime at import: "
-        "import edge (or onnxruntime) before usearch"
+        "import edge._native (or onnxruntime) before usearch"
     )
 
 import onnxruntime as ort  # noqa: E402  (must precede usearch)

@@ -38,6 +38,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from edge.checks import positive_int
 from edge.errors import BadInput
 from edge.search import Searcher, check_mode
 from edge.text import clean_query
@@ -86,8 +87,7 @@ def run_bench(
     ``mode``: "dense" or "hybrid"; None means the collection's default_mode."""
     if not queries:
         raise BadInput("bench needs at least one query")
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise BadInput(f"--threads must be a positive integer, got {threads!r}")
+    positive_int(threads, "--threads")
     mode = check_mode(searcher.collection.default_mode if mode is None else mode)
     warmup = list(queries[:WARMUP_QUERIES])
     for query in warmup:
@@ -146,8 +146,8 @@ def _concurrent_qps(searcher: Searcher, queries: Sequence[str], threads: int, k:
 
 def recall_at_10(searcher: Searcher, queries: Sequence[str]) -> float:
     """Mean overlap of the ANN and the exact top-10 for these queries."""
-    # Small batches: one batch of every query would grow onnxruntime's arena by ~100 MiB (activations of
-    # n x 64 tokens), and that arena is never returned, so peak_rss_mb would measure this pass, not search.
+    # Small batches: one batch of every query would grow onnxruntime's arena to hold the activations of all of them
+    # at once, and that arena is never returned, so peak_rss_mb would measure this pass, not search.
     cleaned = [clean_query(query) for query in queries]
     vectors = np.concatenate([searcher.encoder.encode(cleaned[i:i + RECALL_BATCH]).vectors
                               for i in range(0, len(cleaned), RECALL_BATCH)])

@@ -16,14 +16,15 @@ import traceback
 from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
-from edge import manifest as fmt
+from edge import formats as fmt
 from edge.bench import default_threads, format_report, run_bench
+from edge.checks import parse_positive_int
 from edge.collection import Collection
 from edge.encoder import QueryEncoder
 from edge.errors import ArtifactError, BadInput, CareEdgeError
+from edge.formats import SEARCH_MODES
 from edge.paths import resolve_collection_dir, resolve_encoder_dir
 from edge.queryfile import read_queries_file
-from edge.manifest import SEARCH_MODES
 from edge.serve.command import add_parser as add_serve_parser
 from edge.search import K_MAX, K_MIN, SearchResponse, Searcher, alignment_problem, check_k
 from edge.text import clean_query, one_line
@@ -41,16 +42,6 @@ class _OneLineParser(argparse.ArgumentParser):
 
 
 # --------------------------------------------------------------------------------------------------- arguments
-
-
-def _positive_int(text: str, option: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise BadInput(f"{option} must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise BadInput(f"{option} must be a positive integer, got {value}")
-    return value
 
 
 def _parse_k(text: str) -> int:
@@ -148,14 +139,14 @@ def _format_response(response: SearchResponse) -> str:
 
 
 def _open_searcher(index: str | None, encoder: str | None, threads: int) -> Searcher:
-    collection = Collection.open(resolve_collection_dir(index))
-    query_encoder = QueryEncoder.open(resolve_encoder_dir(encoder), threads=threads)
+    collection = Collection(resolve_collection_dir(index))
+    query_encoder = QueryEncoder(resolve_encoder_dir(encoder), threads=threads)
     return Searcher(collection, query_encoder)
 
 
 def cmd_search(args: argparse.Namespace) -> int:
     k = _parse_k(args.k)
-    threads = _positive_int(args.threads, "--threads")
+    threads = parse_positive_int(args.threads, "--threads")
     if (args.query is None) == (args.queries_file is None):
         raise BadInput("give either a QUERY or --queries-file F (see `care-edge search --help`)")
     # Validate all input before loading anything, so bad input fails fast and with no partial output.
@@ -179,14 +170,14 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    threads = _positive_int(args.threads, "--threads")
+    threads = parse_positive_int(args.threads, "--threads")
     if bool(args.texts) == bool(args.file):
         raise BadInput("give either TEXT arguments or --file F (see `care-edge embed --help`)")
     if args.file:
         texts = read_queries_file(args.file)
     else:
         texts = [clean_query(text, what=f"TEXT {number}") for number, text in enumerate(args.texts, start=1)]
-    encoder = QueryEncoder.open(resolve_encoder_dir(args.encoder), threads=threads)
+    encoder = QueryEncoder(resolve_encoder_dir(args.encoder), threads=threads)
     result = encoder.encode(texts)
     for number, truncated in enumerate(result.truncated, start=1):
         if truncated:
@@ -252,7 +243,7 @@ def _encoder_info(directory: Path, manifest: dict[str, Any]) -> dict[str, Any]:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    collection = Collection.open(resolve_collection_dir(args.index))
+    collection = Collection(resolve_collection_dir(args.index))
     report: dict[str, Any] = {"collection": _collection_info(collection)}
     problems: list[str] = []
     encoder_manifest: dict[str, Any] | None = None
@@ -341,14 +332,14 @@ def _format_info(report: dict[str, Any]) -> str:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    threads = default_threads() if args.threads is None else _positive_int(args.threads, "--threads")
+    threads = default_threads() if args.threads is None else parse_positive_int(args.threads, "--threads")
     queries = read_queries_file(args.queries) if args.queries else None
-    intra_op_threads = _positive_int(args.intra_op_threads, "--intra-op-threads")
+    intra_op_threads = parse_positive_int(args.intra_op_threads, "--intra-op-threads")
     started = time.perf_counter()
-    collection = Collection.open(resolve_collection_dir(args.index))
+    collection = Collection(resolve_collection_dir(args.index))
     opened = time.perf_counter()
     # Stage latencies are for exactly --intra-op-threads onnxruntime threads (1 unless asked), never "all cores".
-    searcher = Searcher(collection, QueryEncoder.open(resolve_encoder_dir(args.encoder), threads=intra_op_threads))
+    searcher = Searcher(collection, QueryEncoder(resolve_encoder_dir(args.encoder), threads=intra_op_threads))
     open_ms = (opened - started) * 1e3
     encoder_load_ms = (time.perf_counter() - opened) * 1e3
     if queries is None:

@@ -1,4 +1,4 @@
-"""A collection on disk: manifest + memory-mapped usearch index + read-only doc store."""
+"""A collection on disk: manifest + memory-mapped usearch index + read-only doc store (+ lexical postings)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edge import manifest as fmt
+from edge import formats as fmt
 from edge._native import Index, MetricKind
+from edge.checks import positive_int
 from edge.docstore import DocStore, Document
 from edge.errors import ArtifactError, BadInput
+from edge.hybrid import LexicalIndex, check_lexical_tables
 
 
 @dataclass(frozen=True)
@@ -24,7 +26,8 @@ class Hits:
 
 
 class Collection:
-    """Open with :meth:`open`; file sizes are checked on open, full hashes by :meth:`verify`."""
+    """A collection directory, opened by the constructor; file sizes are checked on open, full hashes by
+    :meth:`verify`."""
 
     def __init__(self, directory: str | Path, *, view: bool = True) -> None:
         self.directory = Path(directory)
@@ -40,16 +43,14 @@ class Collection:
             )
         lexical = self.manifest.get("search", {}).get("lexical")
         self.lexical = lexical is not None
+        self._lexical_index: LexicalIndex | None = None
         if lexical is not None:
-            self.docs.open_lexical(lexical, self.count)
+            check_lexical_tables(self.docs.connection(), self.docs.path)
+            self._lexical_index = LexicalIndex(lexical, self.count, source=self.docs.path)
         # The usearch Python binding reserves per-call search contexts and indexes them by a thread slot that
         # restarts at 0 on every call, so two concurrent searches on one Index would share scratch space.
         # Searches take well under a millisecond next to encoding, so serialising them costs little.
         self._search_lock = threading.Lock()
-
-    @classmethod
-    def open(cls, directory: str | Path, *, view: bool = True) -> "Collection":
-        return cls(directory, view=view)
 
     def _open_index(self, view: bool) -> Index:
         path = self.directory / fmt.VECTORS_FILE
@@ -133,8 +134,7 @@ class Collection:
         return self._search(queries, k, exact=True)
 
     def _search(self, queries: np.ndarray, k: int, *, exact: bool) -> list[Hits]:
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise BadInput(f"k must be a positive integer, got {k!r}")
+        k = positive_int(k, "k")
         matrix = np.asarray(queries, dtype=np.float32)
         if matrix.ndim == 1:
             matrix = matrix[None, :]
@@ -161,17 +161,18 @@ class Collection:
             )
         return hits
 
-    def require_lexical(self) -> None:
-        if not self.lexical:
+    def require_lexical(self) -> LexicalIndex:
+        """The collection's lexical index; ArtifactError when it has none (hybrid search is then impossible)."""
+        if self._lexical_index is None:
             raise ArtifactError(
                 f"collection '{self.name}' has no lexical table, so it cannot be searched in hybrid mode: use "
                 "--mode dense, or rebuild it with tools.build_index"
             )
+        return self._lexical_index
 
     def search_lexical(self, query: str, k: int) -> Hits:
         """BM25 top-``k`` of one query over the collection's lexical table (scores are BM25, not cosines)."""
-        self.require_lexical()
-        keys, scores = self.docs.search_lexical(query, k)
+        keys, scores = self.require_lexical().search(self.docs.connection(), query, k)
         return Hits(keys=keys, scores=scores)
 
     def fetch(self, keys: Sequence[int]) -> list[Document]:

@@ -1,4 +1,4 @@
-"""Read-only access to a collection's ``docs.sqlite`` (table ``docs(key, id, text, meta)``).
+"""The docs table of a collection's ``docs.sqlite`` (``docs(key, id, text, meta)``): its schema and read-only access.
 
 Opened with ``mode=ro&immutable=1``: SQLite then takes no locks and writes no journal, so the store works from a
 read-only directory (an installed binary, a mounted image) and never changes the file. One connection per thread,
@@ -12,16 +12,17 @@ import sqlite3
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
-import numpy as np
-
-from edge import manifest as fmt
 from edge.errors import ArtifactError
-from edge.lexical import DOCS_NORMS_TABLE, TERMS_TABLE, LexicalIndex
 
-# SQLite's default limit on host parameters is 999 on old builds; fetch in slices below it.
-_MAX_PARAMS = 900
+DOCS_TABLE = "docs"
+DOCS_COLUMNS = ("key", "id", "text", "meta")
+DOCS_TABLE_SQL = (
+    "CREATE TABLE docs (key INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, text TEXT NOT NULL, meta TEXT NOT NULL)"
+)
+# SQLite's default limit on host parameters is 999 on old builds: every IN (...) list is sent in slices below it.
+SQLITE_MAX_PARAMS = 900
 
 
 @dataclass(frozen=True)
@@ -43,10 +44,10 @@ class DocStore:
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
-        self._lexical: LexicalIndex | None = None
         self._check_schema()
 
-    def _connection(self) -> sqlite3.Connection:
+    def connection(self) -> sqlite3.Connection:
+        """This thread's read-only connection to the store (opened on first use)."""
         connection = getattr(self._local, "connection", None)
         if connection is None:
             try:
@@ -61,55 +62,33 @@ class DocStore:
 
     def _check_schema(self) -> None:
         try:
-            rows = self._connection().execute(f"PRAGMA table_info({fmt.DOCS_TABLE})").fetchall()
+            rows = self.connection().execute(f"PRAGMA table_info({DOCS_TABLE})").fetchall()
         except sqlite3.DatabaseError as exc:
             raise ArtifactError(f"{self.path} is not a readable SQLite database ({exc}): re-copy or rebuild the collection") from None
         columns = tuple(row[1] for row in rows)
-        if columns != fmt.DOCS_COLUMNS:
+        if columns != DOCS_COLUMNS:
             raise ArtifactError(
-                f"{self.path}: table 'docs' has columns {list(columns)}, expected {list(fmt.DOCS_COLUMNS)}: "
+                f"{self.path}: table 'docs' has columns {list(columns)}, expected {list(DOCS_COLUMNS)}: "
                 "rebuild the collection"
             )
 
     def count(self) -> int:
         try:
-            (count,) = self._connection().execute("SELECT COUNT(*) FROM docs").fetchone()
+            (count,) = self.connection().execute("SELECT COUNT(*) FROM docs").fetchone()
         except sqlite3.DatabaseError as exc:
             raise ArtifactError(f"{self.path} is corrupt ({exc}): re-copy or rebuild the collection") from None
         return int(count)
-
-    def open_lexical(self, description: Mapping[str, Any], n_docs: int) -> None:
-        """Check that the store holds the BM25 postings tables that hybrid search reads, and bind them."""
-        try:
-            names = {row[0] for row in self._connection().execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        except sqlite3.DatabaseError as exc:
-            raise ArtifactError(f"{self.path} is corrupt ({exc}): re-copy or rebuild the collection") from None
-        missing = [name for name in (TERMS_TABLE, DOCS_NORMS_TABLE) if name not in names]
-        if missing:
-            raise ArtifactError(
-                f"{self.path} has no {missing[0]} table although the manifest lists one: rebuild the collection"
-            )
-        self._lexical = LexicalIndex(description, n_docs)
-
-    def search_lexical(self, query: str, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """BM25 top-``k`` keys and scores of ``query`` (see :class:`edge.lexical.LexicalIndex`)."""
-        if self._lexical is None:
-            raise ArtifactError(f"{self.path}: no lexical tables were opened")
-        try:
-            return self._lexical.search(self._connection(), query, k)
-        except (sqlite3.DatabaseError, ValueError, TypeError) as exc:
-            raise ArtifactError(f"{self.path}: lexical tables are corrupt ({exc}): rebuild the collection") from None
 
     def get(self, keys: Sequence[int]) -> list[Document]:
         """The documents with these keys, in the same order; a key that is absent means the index and the store
         disagree, which is an ArtifactError."""
         wanted = [int(key) for key in keys]
         found: dict[int, Document] = {}
-        connection = self._connection()
+        connection = self.connection()
         unique = list(dict.fromkeys(wanted))
         try:
-            for start in range(0, len(unique), _MAX_PARAMS):
-                part = unique[start : start + _MAX_PARAMS]
+            for start in range(0, len(unique), SQLITE_MAX_PARAMS):
+                part = unique[start : start + SQLITE_MAX_PARAMS]
                 placeholders = ",".join("?" * len(part))
                 for key, doc_id, text, meta in connection.execute(
                     f"SELECT key, id, text, meta FROM docs WHERE key IN ({placeholders})", part
@@ -129,10 +108,10 @@ class DocStore:
         """The documents whose ``id`` is in ``ids``, in the order of ``ids``; ids that are absent are skipped."""
         wanted = list(dict.fromkeys(str(doc_id) for doc_id in ids))
         found: dict[str, Document] = {}
-        connection = self._connection()
+        connection = self.connection()
         try:
-            for start in range(0, len(wanted), _MAX_PARAMS):
-                part = wanted[start : start + _MAX_PARAMS]
+            for start in range(0, len(wanted), SQLITE_MAX_PARAMS):
+                part = wanted[start : start + SQLITE_MAX_PARAMS]
                 placeholders = ",".join("?" * len(part))
                 for key, doc_id, text, meta in connection.execute(
                     f"SELECT key, id, text, meta FROM docs WHERE id IN ({placeholders})", part
@@ -148,7 +127,7 @@ class DocStore:
         # Ids compare as UTF-8 bytes; U+10FFFF sorts after every character that can follow the prefix.
         upper = prefix + "\U0010ffff"
         try:
-            rows = self._connection().execute(
+            rows = self.connection().execute(
                 "SELECT key, id, text, meta FROM docs WHERE id >= ? AND id < ? ORDER BY id LIMIT ?",
                 (prefix, upper, int(limit)),
             ).fetchall()

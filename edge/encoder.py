@@ -20,9 +20,10 @@ from typing import Any, Sequence
 import numpy as np
 from tokenizers import Tokenizer
 
-from edge import manifest as fmt
+from edge import formats as fmt
 from edge._native import ort
-from edge.errors import ArtifactError, BadInput
+from edge.checks import positive_int
+from edge.errors import ArtifactError
 from edge.text import cap_chars
 
 # Bounds the padded [batch, seq] tensors when a caller hands over thousands of texts at once.
@@ -43,9 +44,9 @@ class EncodeResult:
     encode_ms: float
 
 
-# onnxruntime's CPU SkipLayerNormalization kernel is about 5x slower than the Add + LayerNormalization it replaces
-# on query-sized inputs (38 vs 7 us for [1, 20, 384], onnxruntime 1.32, one thread), and the session would fuse
-# them back at load even when the file keeps them apart: 26 of them were a quarter of e5-small's encode time.
+# onnxruntime's CPU SkipLayerNormalization kernel is several times slower than the Add + LayerNormalization it
+# replaces on query-sized inputs (`python -m tools.kernel_bench` measures both), and the session would fuse them back
+# at load even when the file keeps them apart.
 DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
 
 
@@ -57,10 +58,8 @@ class QueryEncoder:
     ) -> None:
         """``prompt`` / ``max_tokens`` override config.json: the offline tools embed documents with a symmetric
         encoder's own graph under its passage prompt and a longer limit."""
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            raise BadInput(f"threads must be a positive integer, got {threads!r}")
         self.directory = Path(directory)
-        self.threads = threads
+        self.threads = positive_int(threads, "threads")
         self.manifest: dict[str, Any] = fmt.read_manifest(self.directory, fmt.QUERY_ENCODER_FORMAT)
         fmt.check_files(self.directory, self.manifest, full_hash=False)
         self.config = fmt.read_encoder_config(self.directory)
@@ -80,10 +79,6 @@ class QueryEncoder:
         self._session = self._load_session()
         self._input_dtypes = self._check_inputs()
         self._check_output()
-
-    @classmethod
-    def open(cls, directory: str | Path, *, threads: int = 1) -> "QueryEncoder":
-        return cls(directory, threads=threads)
 
     # ------------------------------------------------------------------------------------------ properties
 

@@ -1,5 +1,5 @@
 """Query text -> ranked documents: clean, encode, search the index (and, in hybrid mode, the lexical table, fused by
-reciprocal rank), fetch the documents."""
+reciprocal rank: :mod:`edge.hybrid`), fetch the documents."""
 
 from __future__ import annotations
 
@@ -10,18 +10,13 @@ from typing import Any, Mapping, Sequence
 from edge.collection import Collection, Hits
 from edge.encoder import QueryEncoder
 from edge.errors import ArtifactError, BadInput
-from edge.lexical import reciprocal_rank_fusion
-from edge.manifest import SEARCH_MODES
+from edge.formats import SEARCH_MODES
+from edge.hybrid import fuse_hybrid, fusion_depth
 from edge.text import clean_query
 
 K_MIN = 1
 K_MAX = 1000
 TIMING_KEYS = ("tokenize", "encode", "search", "lexical", "fetch", "total")
-# Reciprocal rank fusion: k = 60 as in Cormack et al. (2009); each side contributes its top FUSION_DEPTH. At
-# depth 100 the runtime's hybrid measured cMedIR nDCG@10 0.830 against 0.822 dense (`make shipped-eval`; deeper
-# fusion not measured), and the ANN call costs about what a top-10 one does (expansion_search is 128 anyway).
-FUSION_K = 60
-FUSION_DEPTH = 100
 
 
 @dataclass(frozen=True)
@@ -117,7 +112,7 @@ class Searcher:
         started = time.perf_counter()
         encoded = self.encoder.encode(cleaned)
         searched_at = time.perf_counter()
-        depth = max(k, FUSION_DEPTH) if mode == "hybrid" else k
+        depth = fusion_depth(k) if mode == "hybrid" else k
         hits = self.collection.search_vectors(encoded.vectors, depth)
         lexical_at = fetched_at = time.perf_counter()
         if mode == "hybrid":
@@ -152,5 +147,5 @@ class Searcher:
 
     @staticmethod
     def _fuse(dense: Hits, lexical: Hits, k: int) -> Hits:
-        keys, scores = reciprocal_rank_fusion([dense.keys, lexical.keys], FUSION_K)
-        return Hits(keys=keys[:k], scores=scores[:k])
+        keys, scores = fuse_hybrid(dense.keys, lexical.keys, k)
+        return Hits(keys=keys, scores=scores)

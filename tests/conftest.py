@@ -4,7 +4,7 @@ Reusable fixtures:
 
 - ``tiny``: a session-scoped :class:`TinyArtifacts` — a tiny WordPiece tokenizer + random BERT-like ONNX query encoder
   (in-graph mean pool -> projection -> L2 norm, output ``embedding``), a ~200-document collection written through
-  ``edge.manifest.write_collection`` with vectors from that encoder, and a ``prebuilt_index``-style directory with
+  ``edge.writers.write_collection`` with vectors from that encoder, and a ``prebuilt_index``-style directory with
   ``default.json`` pointing at both. Read-only: copy before modifying (``tiny_copy``).
 - ``tiny_copy``: a per-test copy of ``tiny``'s prebuilt directory that a test may corrupt.
 - ``build_encoder`` / ``build_collection``: the builder functions, for tests that need variants.
@@ -31,7 +31,9 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 import edge.encoder  # noqa: E402  (loads onnxruntime before usearch: see edge/_native.py)
-from edge import manifest as fmt  # noqa: E402
+from edge import formats, writers  # noqa: E402
+from edge.files import atomic_write_json, sha256_file
+from tools.provenance import created_info
 
 # --------------------------------------------------------------------------------------------------- no network
 
@@ -199,23 +201,23 @@ def build_encoder_dir(
     """Write a complete query encoder directory; returns it. ``alignment`` defaults to the tiny document encoder
     (whose sha256 is this model's)."""
     directory.mkdir(parents=True, exist_ok=True)
-    write_tiny_onnx(directory / fmt.MODEL_FILE, vocab_size=len(VOCAB), dims=dims, output=output, seed=seed)
-    write_tokenizer(directory / fmt.TOKENIZER_FILE)
-    fmt.write_encoder_config(
+    write_tiny_onnx(directory / formats.MODEL_FILE, vocab_size=len(VOCAB), dims=dims, output=output, seed=seed)
+    write_tokenizer(directory / formats.TOKENIZER_FILE)
+    writers.write_encoder_config(
         directory,
-        fmt.EncoderConfig(
+        formats.EncoderConfig(
             prompt=prompt, max_tokens=max_tokens, pooling=pooling, dims=dims, normalize=True, output=output
         ),
     )
     if alignment is None:
-        alignment = tiny_document_encoder(fmt.sha256_file(directory / fmt.MODEL_FILE), dims=dims)
-    fmt.write_query_encoder_manifest(
+        alignment = tiny_document_encoder(sha256_file(directory / formats.MODEL_FILE), dims=dims)
+    writers.write_query_encoder_manifest(
         directory,
         name=name,
         base_model="random tiny BERT-like graph",
         alignment=alignment,
         licenses=TINY_LICENSES,
-        created=fmt.created_info("tests.conftest"),
+        created=created_info("tests.conftest"),
     )
     return directory
 
@@ -254,7 +256,7 @@ def build_collection_dir(
     encoder = QueryEncoder(encoder_dir)
     ids, texts, metas = make_documents(count)
     vectors = encoder.encode(texts).vectors
-    fmt.write_collection(
+    writers.write_collection(
         directory,
         name=name,
         description="tiny synthetic collection for tests",
@@ -265,7 +267,7 @@ def build_collection_dir(
         metas=metas,
         index_params={"dtype": dtype, "connectivity": 8, "expansion_add": 64, "expansion_search": 32},
         licenses=TINY_LICENSES,
-        created=fmt.created_info("tests.conftest"),
+        created=created_info("tests.conftest"),
         bench_queries=bench_queries,
     )
     return directory
@@ -287,7 +289,7 @@ def build_tiny_prebuilt(root: Path) -> TinyArtifacts:
     ids, texts, _ = make_documents(200)
     bench_queries = [" ".join(text.split()[:3]) for text in texts[:20]] + ["头痛 发烧", "what is the dose for a child"]
     collection_dir = build_collection_dir(prebuilt / "tiny", encoder_dir, bench_queries=bench_queries)
-    fmt.atomic_write_json(prebuilt / "default.json", {"collection": "tiny", "query_encoder": "query_encoder"})
+    atomic_write_json(prebuilt / "default.json", {"collection": "tiny", "query_encoder": "query_encoder"})
     return TinyArtifacts(
         prebuilt=prebuilt,
         collection=collection_dir,

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge import manifest as fmt
-from edge.encoder import QueryEncoder
+from edge import QueryEncoder, formats, writers
 from edge.serve.catalog import Catalog, CollectionRoot
 from edge.serve.server import CareEdgeServer, make_server
+from tools.provenance import created_info
 
 TINY_LICENSES = [{"name": "tiny synthetic test data", "license": "Apache-2.0"}]
 
@@ -33,11 +33,11 @@ CODES = [
 
 def _write(directory: Path, encoder: QueryEncoder, name: str, ids: list[str], texts: list[str],
            metas: list[dict[str, Any]], *, lexical: bool = True) -> Path:
-    fmt.write_collection(
+    writers.write_collection(
         directory, name=name, description=f"{name} test collection", document_encoder=encoder.alignment,
         vectors=encoder.encode(texts).vectors, ids=ids, texts=texts, metas=metas,
         index_params={"dtype": "f32", "connectivity": 8, "expansion_add": 64, "expansion_search": 64},
-        licenses=TINY_LICENSES, created=fmt.created_info("tests.serve_support"), lexical=lexical,
+        licenses=TINY_LICENSES, created=created_info("tests.serve_support"), lexical=lexical,
     )
     return directory
 
@@ -79,7 +79,7 @@ def build_files_collection(directory: Path, encoder: QueryEncoder, sources: Path
 
 def build_broken_collection(directory: Path, template: Path) -> Path:
     shutil.copytree(template, directory)
-    vectors = directory / fmt.VECTORS_FILE
+    vectors = directory / formats.VECTORS_FILE
     vectors.write_bytes(vectors.read_bytes()[:64])
     return directory
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import edge  # noqa: F401  (loads onnxruntime before usearch)
+import edge._native  # noqa: F401  (loads onnxruntime before usearch)
 from tools.models import ModelCache, cache_root
 
 REPO = Path(__file__).resolve().parents[1]
@@ -132,7 +132,7 @@ def test_two_shards_merged_equal_single_build(single_build, tmp_path):
 def test_built_collection_loads_in_the_runtime(single_build):
     from edge.collection import Collection
 
-    collection = Collection.open(single_build[1])
+    collection = Collection(single_build[1])
     assert collection.count == N_DOCS and collection.dims == 256
     manifest = collection.manifest
     assert manifest["document_encoder"]["kind"] == "gguf"

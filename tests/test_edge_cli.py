@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from edge import cli
-from edge import manifest as fmt
+from edge import formats, writers
 from edge.bench import STAGES
 
 SEARCH_KEYS = {"query", "mode", "results", "timings_ms", "truncated"}
@@ -158,19 +158,19 @@ def test_missing_index_exit_3(run_cli, tmp_path: Path) -> None:
 
 
 def test_corrupt_vectors_exit_3(run_cli, tiny_copy) -> None:
-    path = tiny_copy.collection / fmt.VECTORS_FILE
+    path = tiny_copy.collection / formats.VECTORS_FILE
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     run_cli("search", "fever", prebuilt=tiny_copy.prebuilt).assert_error(3, "vectors.usearch: size")
-    manifest = json.loads((tiny_copy.collection / fmt.MANIFEST_FILE).read_text(encoding="utf-8"))
-    fmt.write_manifest(tiny_copy.collection, manifest)  # now the size matches: usearch itself must refuse it
+    manifest = json.loads((tiny_copy.collection / formats.MANIFEST_FILE).read_text(encoding="utf-8"))
+    writers.write_manifest(tiny_copy.collection, manifest)  # now the size matches: usearch itself must refuse it
     run_cli("search", "fever", prebuilt=tiny_copy.prebuilt).assert_error(3, "vectors.usearch is not a readable usearch index")
 
 
 def test_corrupt_docs_exit_3(run_cli, tiny_copy) -> None:
-    path = tiny_copy.collection / fmt.DOCS_FILE
+    path = tiny_copy.collection / formats.DOCS_FILE
     path.write_bytes(b"\0" * path.stat().st_size)
-    manifest = json.loads((tiny_copy.collection / fmt.MANIFEST_FILE).read_text(encoding="utf-8"))
-    fmt.write_manifest(tiny_copy.collection, manifest)
+    manifest = json.loads((tiny_copy.collection / formats.MANIFEST_FILE).read_text(encoding="utf-8"))
+    writers.write_manifest(tiny_copy.collection, manifest)
     run_cli("search", "fever", prebuilt=tiny_copy.prebuilt).assert_error(3, "docs.sqlite")
 
 
@@ -181,12 +181,12 @@ def test_alignment_mismatch_exit_3(run_cli, tiny, tmp_path: Path, build_encoder)
                    "normalize": True},
     )
     line = run_cli("search", "fever", "--encoder", other).assert_error(3, "does not match collection 'tiny'", "--encoder DIR")
-    collection_id = fmt.read_manifest(tiny.collection, fmt.COLLECTION_FORMAT)["alignment_id"]
+    collection_id = formats.read_manifest(tiny.collection, formats.COLLECTION_FORMAT)["alignment_id"]
     assert collection_id in line
 
 
 def test_unknown_format_version_exit_3(run_cli, tiny_copy) -> None:
-    path = tiny_copy.collection / fmt.MANIFEST_FILE
+    path = tiny_copy.collection / formats.MANIFEST_FILE
     manifest = json.loads(path.read_text(encoding="utf-8"))
     path.write_text(json.dumps({**manifest, "format_version": 99}), encoding="utf-8")
     run_cli("info", prebuilt=tiny_copy.prebuilt).assert_error(3, "format_version 99 is not supported")
@@ -243,7 +243,7 @@ def test_info_json_and_verify_ok(in_process, tiny) -> None:
     assert info["alignment"] == "ok"
     collection = info["collection"]
     assert collection["name"] == "tiny" and collection["documents"] == 200 and collection["dims"] == 32
-    assert collection["files"][fmt.DOCS_FILE] == (tiny.collection / fmt.DOCS_FILE).stat().st_size
+    assert collection["files"][formats.DOCS_FILE] == (tiny.collection / formats.DOCS_FILE).stat().st_size
     assert collection["total_bytes"] == sum(collection["files"].values())
     assert info["query_encoder"]["name"] == "tiny-query-encoder"
     assert info["query_encoder"]["config"]["max_tokens"] == 16
@@ -253,7 +253,7 @@ def test_info_json_and_verify_ok(in_process, tiny) -> None:
 
 
 def test_info_verify_names_the_bad_file(run_cli, tiny_copy) -> None:
-    path = tiny_copy.encoder / fmt.TOKENIZER_FILE
+    path = tiny_copy.encoder / formats.TOKENIZER_FILE
     data = path.read_bytes()
     path.write_bytes(data.replace(b"fever", b"fevor"))
     assert len(path.read_bytes()) == len(data)
@@ -363,4 +363,4 @@ def test_runtime_imports_only_its_declared_dependencies() -> None:
 def test_wrong_native_import_order_is_an_error_not_a_crash() -> None:
     completed = _python("import usearch\ntry:\n    import edge.collection\nexcept ImportError as e:\n    print(e)\n")
     assert completed.returncode == 0, completed.stderr  # a segfault would be -11
-    assert "import edge (or onnxruntime) before usearch" in completed.stdout
+    assert "import edge._native (or onnxruntime) before usearch" in completed.stdout

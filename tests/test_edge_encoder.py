@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge import manifest as fmt
+from edge import formats, writers
 from edge.encoder import QueryEncoder
 from edge.errors import ArtifactError, BadInput
 
@@ -34,7 +34,7 @@ def test_prompt_is_prepended(tiny, tmp_path: Path, build_encoder) -> None:
     assert with_prompt.prompt == "query: "
     # The same random graph (same seed) with no prompt: only the prompt differs.
     no_prompt = QueryEncoder(build_encoder(tmp_path / "bare", prompt=""))
-    assert (tmp_path / "bare" / fmt.MODEL_FILE).read_bytes() == (tiny.encoder / fmt.MODEL_FILE).read_bytes()
+    assert (tmp_path / "bare" / formats.MODEL_FILE).read_bytes() == (tiny.encoder / formats.MODEL_FILE).read_bytes()
     bare_vector = no_prompt.encode(["fever"]).vectors[0]
     assert not np.allclose(with_prompt.encode(["fever"]).vectors[0], bare_vector, atol=1e-4)
     np.testing.assert_allclose(no_prompt.encode(["query: fever"]).vectors[0], with_prompt.encode(["fever"]).vectors[0], atol=1e-6)
@@ -99,12 +99,12 @@ def test_last_hidden_state_pooling(tmp_path: Path, build_encoder, pooling: str) 
 
 def test_config_that_does_not_fit_the_graph(tmp_path: Path, build_encoder) -> None:
     directory = build_encoder(tmp_path / "enc")
-    config = json.loads((directory / fmt.CONFIG_FILE).read_text(encoding="utf-8"))
+    config = json.loads((directory / formats.CONFIG_FILE).read_text(encoding="utf-8"))
 
     def rewrite(**changes: object) -> None:
-        (directory / fmt.CONFIG_FILE).write_text(json.dumps({**config, **changes}), encoding="utf-8")
-        manifest = json.loads((directory / fmt.MANIFEST_FILE).read_text(encoding="utf-8"))
-        fmt.write_manifest(directory, manifest)
+        (directory / formats.CONFIG_FILE).write_text(json.dumps({**config, **changes}), encoding="utf-8")
+        manifest = json.loads((directory / formats.MANIFEST_FILE).read_text(encoding="utf-8"))
+        writers.write_manifest(directory, manifest)
 
     rewrite(output="pooler_output")
     with pytest.raises(ArtifactError, match="'pooler_output' is not a graph output"):
@@ -122,15 +122,15 @@ def test_config_that_does_not_fit_the_graph(tmp_path: Path, build_encoder) -> No
 
 def test_unreadable_model_or_tokenizer(tmp_path: Path, build_encoder) -> None:
     directory = build_encoder(tmp_path / "enc")
-    manifest = json.loads((directory / fmt.MANIFEST_FILE).read_text(encoding="utf-8"))
-    (directory / fmt.TOKENIZER_FILE).write_text("{}", encoding="utf-8")
-    fmt.write_manifest(directory, manifest)
+    manifest = json.loads((directory / formats.MANIFEST_FILE).read_text(encoding="utf-8"))
+    (directory / formats.TOKENIZER_FILE).write_text("{}", encoding="utf-8")
+    writers.write_manifest(directory, manifest)
     with pytest.raises(ArtifactError, match="tokenizer.json cannot be loaded"):
         QueryEncoder(directory)
 
     directory = build_encoder(tmp_path / "enc2")
-    (directory / fmt.MODEL_FILE).write_bytes(b"\x08\x07garbage" * 100)
-    fmt.write_manifest(directory, manifest)
+    (directory / formats.MODEL_FILE).write_bytes(b"\x08\x07garbage" * 100)
+    writers.write_manifest(directory, manifest)
     with pytest.raises(ArtifactError, match="model.onnx cannot be loaded by onnxruntime"):
         QueryEncoder(directory)
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge import manifest as fmt
+from edge import formats
+from edge.files import sha256_file
 from edge.collection import Collection
 from edge.docstore import DocStore
 from edge.encoder import QueryEncoder
@@ -20,7 +21,7 @@ from edge.search import TIMING_KEYS, Searcher
 
 @pytest.fixture(scope="module")
 def searcher(tiny) -> Searcher:
-    return Searcher(Collection.open(tiny.collection), QueryEncoder(tiny.encoder))
+    return Searcher(Collection(tiny.collection), QueryEncoder(tiny.encoder))
 
 
 def test_document_text_finds_its_own_document(searcher: Searcher, tiny) -> None:
@@ -116,17 +117,17 @@ def test_alignment_mismatch_is_refused_with_both_sides_named(tmp_path: Path, tin
         "normalize": True,
     }
     other = QueryEncoder(build_encoder(tmp_path / "other", alignment=other_alignment, name="other-encoder"))
-    collection = Collection.open(tiny.collection)
+    collection = Collection(tiny.collection)
     with pytest.raises(ArtifactError) as caught:
         Searcher(collection, other)
     message = caught.value.message
-    assert fmt.alignment_id(other_alignment) in message and collection.alignment_id in message
+    assert formats.alignment_id(other_alignment) in message and collection.alignment_id in message
     assert "other-encoder" in message and "'tiny'" in message and "--encoder DIR" in message
     assert caught.value.exit_code == 3
 
 
 def test_docstore_get_keeps_order_and_rejects_unknown_keys(tiny) -> None:
-    store = DocStore(tiny.collection / fmt.DOCS_FILE)
+    store = DocStore(tiny.collection / formats.DOCS_FILE)
     documents = store.get([5, 0, 5, 199])
     assert [d.id for d in documents] == [tiny.ids[5], tiny.ids[0], tiny.ids[5], tiny.ids[199]]
     assert store.get([]) == []
@@ -137,12 +138,12 @@ def test_docstore_get_keeps_order_and_rejects_unknown_keys(tiny) -> None:
 
 def test_works_from_a_read_only_directory_and_changes_nothing(tiny_copy) -> None:
     directory = tiny_copy.collection
-    before = {p.name: fmt.sha256_file(p) for p in directory.iterdir()}
+    before = {p.name: sha256_file(p) for p in directory.iterdir()}
     os.chmod(directory, stat.S_IRUSR | stat.S_IXUSR)
     for path in directory.iterdir():
         os.chmod(path, stat.S_IRUSR)
     try:
-        searcher = Searcher(Collection.open(directory), QueryEncoder(tiny_copy.encoder))
+        searcher = Searcher(Collection(directory), QueryEncoder(tiny_copy.encoder))
         with ThreadPoolExecutor(max_workers=4) as pool:
             results = list(pool.map(lambda q: searcher.search(q, k=3), tiny_copy.texts[:12]))
         assert [r.results[0].id for r in results] == tiny_copy.ids[:12]
@@ -152,12 +153,12 @@ def test_works_from_a_read_only_directory_and_changes_nothing(tiny_copy) -> None
         os.chmod(directory, stat.S_IRWXU)
         for path in directory.iterdir():
             os.chmod(path, stat.S_IRUSR | stat.S_IWUSR)
-    after = {p.name: fmt.sha256_file(p) for p in directory.iterdir()}
+    after = {p.name: sha256_file(p) for p in directory.iterdir()}
     assert after == before  # no journal, no WAL, no rewritten file
 
 
 def test_collection_applies_the_manifest_search_expansion(tiny) -> None:
     from edge.collection import Collection
 
-    collection = Collection.open(tiny.collection)
+    collection = Collection(tiny.collection)
     assert collection.index.expansion_search == collection.manifest["index"]["expansion_search"]

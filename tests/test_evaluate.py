@@ -319,11 +319,11 @@ def test_llm_with_a_real_gguf_embeds_once_and_times_one_thread(env, tmp_path, mo
 
 
 def _shipped_collection(env: Env, directory: Path, docs: list[Document]) -> Path:
-    from edge import manifest as fmt
+    from edge import writers
 
     encoder = QueryEncoder(env.e5)
     texts = [d.text for d in docs]
-    fmt.write_collection(directory, name=directory.name, description="tiny shipped", document_encoder=encoder.alignment,
+    writers.write_collection(directory, name=directory.name, description="tiny shipped", document_encoder=encoder.alignment,
                          vectors=encoder.encode(texts).vectors, ids=[d.id for d in docs], texts=texts,
                          metas=[d.meta for d in docs], index_params={"dtype": "f32", "expansion_search": 256},
                          licenses=[], created={})
@@ -434,3 +434,39 @@ def test_fusion_probe_refuses_bad_weights(capsys: pytest.CaptureFixture[str]) ->
 
     assert fusion_probe.main(["--weights", "0,x"]) == 2
     assert "--weights" in capsys.readouterr().err
+
+
+def test_evaluated_hybrid_is_the_runtime_hybrid(tiny) -> None:
+    """HybridSystem fuses exactly as Searcher does (same k, same depth), given the same two rankings."""
+    from edge import Collection, QueryEncoder, Searcher
+    from edge.hybrid import FUSION_K
+    from edge.text import clean_query
+    from tools.eval_systems import HybridSystem, System
+
+    searcher = Searcher(Collection(tiny.collection), QueryEncoder(tiny.encoder))
+    collection = searcher.collection
+
+    class Ranked(System):
+        def __init__(self, name: str, ranking) -> None:
+            self.name = name
+            self.ranking = ranking
+
+        def rank(self, queries, corpus, depth):
+            return [self.ranking(clean_query(query), depth) for query in queries]
+
+    dense = Ranked("dense", lambda q, depth: collection.search_vectors(searcher.encoder.encode([q]).vectors, depth)[0].keys)
+    lexical = Ranked("bm25", lambda q, depth: collection.search_lexical(q, depth).keys)
+    hybrid = HybridSystem("hybrid", lexical, dense)
+    queries = [" ".join(text.split()[:3]) for text in tiny.texts[:30]]
+    deeper_differs = False
+    for k in (10, 100):
+        evaluated = hybrid.rank(queries, None, k)
+        for query, ranking in zip(queries, evaluated):
+            shipped = [result.key for result in searcher.search(query, k=k, mode="hybrid").results]
+            assert ranking.tolist() == shipped, query
+            # The tiny collection has 200 documents: fusing both full rankings (deeper than the runtime) would
+            # rank differently for some query, so the equality above also pins the depth.
+            deep = reciprocal_rank_fusion([dense.rank([query], None, 1000)[0], lexical.rank([query], None, 1000)[0]],
+                                          FUSION_K)[:k]
+            deeper_differs |= deep.tolist() != shipped
+    assert deeper_differs

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from edge.lexical import tokenize
+from edge.hybrid import tokenize
 from tools import metrics
 from tools.bm25 import BM25Index
 from tools.probes import fit_softmax_probe, kmeans

@@ -15,7 +15,7 @@ from urllib.parse import quote, urlencode
 
 import pytest
 
-from edge.encoder import QueryEncoder
+from edge import QueryEncoder
 from serve_support import (RunningServer, build_broken_collection, build_code_collection, build_files_collection,
                            loopback_only_guard, start_server)
 

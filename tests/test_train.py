@@ -18,7 +18,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from edge import manifest as fmt  # noqa: E402
+from edge import formats  # noqa: E402
 from tools import corpora, losses, negatives, splits, train, train_data, train_state  # noqa: E402
 from tools import student as st  # noqa: E402
 from tools.corpora import DEFAULT_DATA_DIR  # noqa: E402
@@ -449,7 +449,7 @@ def test_export_loads_in_the_runtime_and_matches_the_student(pipeline: Pipeline)
     reference = st.encode(st.load_student(model_dir), tokenize, texts)
     assert np.min(np.sum(vectors * reference, axis=1)) > 0.95  # INT8 graph vs the torch student
     document_encoder = train_state.read_run(pipeline.stage2)["document_encoder"]
-    assert encoder.manifest["alignment"]["alignment_id"] == fmt.alignment_id(document_encoder)
+    assert encoder.manifest["alignment"]["alignment_id"] == formats.alignment_id(document_encoder)
     assert encoder.config.prompt == "query: " and encoder.config.dims == DIMS
 
 
@@ -470,7 +470,7 @@ def test_a_matryoshka_export_is_the_prefix_of_the_student_aligned_at_fewer_dims(
     prefix /= np.linalg.norm(prefix, axis=1, keepdims=True)
     assert vectors.shape == (2, half) and np.min(np.sum(vectors * prefix, axis=1)) > 0.95
     document_encoder = {**train_state.read_run(pipeline.stage2)["document_encoder"], "dims": half}
-    assert encoder.manifest["alignment"]["alignment_id"] == fmt.alignment_id(document_encoder)
+    assert encoder.manifest["alignment"]["alignment_id"] == formats.alignment_id(document_encoder)
     assert train.main(["export", "--student", str(pipeline.stage2), "--out", str(pipeline.root / "x"),
                        "--dims", str(DIMS * 2)]) != 0  # only ever fewer dims
 

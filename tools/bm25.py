@@ -1,4 +1,4 @@
-"""Okapi BM25 (Lucene's idf) in memory, for the evaluation: the runtime's own scoring (:mod:`edge.lexical`: same
+"""Okapi BM25 (Lucene's idf) in memory, for the evaluation: the runtime's own scoring (:mod:`edge.hybrid`: same
 tokenisation, same postings, same weights), without a collection on disk, over whichever corpus a task searches.
 """
 
@@ -8,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
-from edge.lexical import B, K1, count_postings, lucene_idf, term_weights, tokenize
+from edge.hybrid import B, K1, count_postings, lucene_idf, term_weights, tokenize
 
 
 class BM25Index:

@@ -16,7 +16,7 @@ whatever scheduler the site runs (Ray, Slurm, a CI matrix): the shard outputs ne
 `merge-cache`.
 
 `build` embeds whatever is still missing, then truncates to `--dims` (Matryoshka, re-normalised) and writes
-`manifest.json`, `vectors.usearch` and `docs.sqlite` through `edge.manifest.write_collection`.
+`manifest.json`, `vectors.usearch` and `docs.sqlite` through `edge.writers.write_collection`.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from edge import manifest as fmt
+from edge import formats, writers
+from tools.provenance import created_info
 from tools import corpora
 from tools.doc_encoder import EncodedBatch, VectorCache, l2_normalize, length_batches, truncate_dims
 from tools.models import (
@@ -173,7 +174,7 @@ def seed_cache(collection_dir: Path, encoder, models_root: Path) -> int:
     i8 vectors is close to, not identical with, training from fresh GGUF vectors. Returns vectors added."""
     from edge.collection import Collection
 
-    with Collection.open(collection_dir) as collection:
+    with Collection(collection_dir) as collection:
         source = collection.document_encoder
         identity = encoder.identity
         if source.get("kind") != "gguf" or source.get("sha256") != identity["sha256"]:
@@ -228,7 +229,7 @@ def build_collection(
         "max_tokens": identity["max_tokens"],
         "normalize": True,
     }
-    return fmt.write_collection(
+    return writers.write_collection(
         out,
         name=name,
         description=description,
@@ -239,7 +240,7 @@ def build_collection(
         metas=[d.meta for d in docs],
         index_params=index_params,
         licenses=list(licenses),
-        created=fmt.created_info("tools.build_index", command),
+        created=created_info("tools.build_index", command),
         bench_queries=bench_queries,
         truncated_documents=n_truncated,
         lexical=lexical,
@@ -305,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--expansion-add", type=int, default=128)
     p.add_argument("--expansion-search", type=int, default=64)
     p.add_argument("--bench-queries", type=Path, help="file of queries to ship as bench_queries.txt")
-    p.add_argument("--default-mode", choices=fmt.SEARCH_MODES, default="dense",
+    p.add_argument("--default-mode", choices=formats.SEARCH_MODES, default="dense",
                    help="search mode the runtime uses when none is asked for (choose by measurement: tools.evaluate)")
     p.add_argument("--no-lexical", action="store_true",
                    help="leave out the BM25 postings tables (the collection can then only be searched densely)")

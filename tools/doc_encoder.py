@@ -20,7 +20,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from edge.manifest import atomic_write_bytes
+from edge.files import atomic_write_bytes
 
 
 @dataclass(frozen=True)

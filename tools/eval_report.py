@@ -10,7 +10,7 @@ import io
 from pathlib import Path
 from typing import Any, Mapping
 
-from edge import manifest as fmt
+from edge.files import atomic_write_bytes, atomic_write_json
 
 ICD_AVERAGE = "icd-coding-avg"
 
@@ -160,9 +160,9 @@ def write_reports(report: Mapping[str, Any], out_dir: Path, stem: str) -> dict[s
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": out_dir / f"{stem}.json", "markdown": out_dir / f"{stem}.md", "plot": out_dir / f"{stem}.png"}
-    fmt.atomic_write_json(paths["json"], report)
-    fmt.atomic_write_bytes(paths["markdown"], render_markdown(report).encode("utf-8"))
-    fmt.atomic_write_bytes(paths["plot"], render_plot(report))
+    atomic_write_json(paths["json"], report)
+    atomic_write_bytes(paths["markdown"], render_markdown(report).encode("utf-8"))
+    atomic_write_bytes(paths["plot"], render_plot(report))
     return paths
 
 
@@ -183,8 +183,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {path}: not a readable tools.evaluate report ({type(error).__name__}: {error})",
                   file=sys.stderr)
             return 2
-        fmt.atomic_write_bytes(path.with_suffix(".md"), markdown)
-        fmt.atomic_write_bytes(path.with_suffix(".png"), plot)
+        atomic_write_bytes(path.with_suffix(".md"), markdown)
+        atomic_write_bytes(path.with_suffix(".png"), plot)
         print(f"rendered {path.with_suffix('.md')} and {path.with_suffix('.png')}")
     return 0
 

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edge import manifest as fmt
+from edge import formats
 from edge.collection import Collection
 from edge.encoder import QueryEncoder
 from edge.search import K_MAX, Searcher, check_mode
@@ -32,7 +32,7 @@ OVERFETCH = 1.5
 
 def collection_ids(directory: Path) -> list[str]:
     """Document ids of a collection in key order (key k is row k)."""
-    uri = (directory / fmt.DOCS_FILE).resolve().as_uri() + "?mode=ro&immutable=1"
+    uri = (directory / formats.DOCS_FILE).resolve().as_uri() + "?mode=ro&immutable=1"
     connection = sqlite3.connect(uri, uri=True)
     try:
         return [row[0] for row in connection.execute("SELECT id FROM docs ORDER BY key")]
@@ -44,8 +44,8 @@ def open_searchers(collections: Sequence[Path], encoder_dir: Path, *, threads: i
                    ) -> list[tuple[Searcher, list[str]]]:
     """One searcher per collection, all sharing one query encoder, each with its document ids in key order: opened
     once and shared by the ``shipped:<mode>`` systems."""
-    encoder = QueryEncoder.open(encoder_dir, threads=threads)
-    return [(Searcher(Collection.open(directory), encoder), collection_ids(Path(directory))) for directory in collections]
+    encoder = QueryEncoder(encoder_dir, threads=threads)
+    return [(Searcher(Collection(directory), encoder), collection_ids(Path(directory))) for directory in collections]
 
 
 class ShippedSystem(System):
@@ -62,7 +62,7 @@ class ShippedSystem(System):
     def info(self) -> dict[str, Any]:
         return {"kind": "shipped", "mode": self.mode, "latency_measures": "the whole care-edge search call",
                 "query_encoder": {"name": self.encoder.name, "kind": "onnx", "path": str(self.encoder.directory),
-                                  "sha256": self.encoder.manifest["files"][fmt.MODEL_FILE]["sha256"]},
+                                  "sha256": self.encoder.manifest["files"][formats.MODEL_FILE]["sha256"]},
                 "collections": [{"name": s.collection.name, "path": str(s.collection.directory),
                                  "documents": s.collection.count} for s, _ in self.searchers]}
 

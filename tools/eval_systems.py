@@ -19,7 +19,6 @@ quantise activations per call, so a batched vector differs slightly from the one
 
 from __future__ import annotations
 
-import os
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,18 +26,17 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from edge import manifest as fmt
+from edge import formats
 from edge.encoder import QueryEncoder
 from edge.errors import ArtifactError, BadInput
-from edge.lexical import reciprocal_rank_fusion as fuse_rankings
+from edge.hybrid import FUSION_DEPTH, FUSION_K, fuse_hybrid, fusion_depth
+from edge.hybrid import reciprocal_rank_fusion as fuse_rankings
 from tools.bm25 import BM25Index, tokenize
 from tools.doc_encoder import EncodedBatch, VectorCache, truncate_dims
 from tools.metrics import top_k
 from tools.models import EMBEDDINGGEMMA_DOC_PROMPT, EMBEDDINGGEMMA_QUERY_PROMPT, ModelCache
 
 QUERY_CHUNK = 256  # queries scored per matrix product: bounds the [queries, documents] score matrix
-RRF_K = 60
-FUSION_DEPTH = 1000  # how deep each part's ranking reaches into the fusion
 GGUF_MAX_TOKENS = 512  # tools.doc_encoder.GGUFEncoder's limit (its vector-cache identity carries it)
 CHECKPOINT_EVERY = 256
 MEMO_CORPORA = 2  # corpora whose index / vectors a system keeps in memory (tasks sharing a corpus run together)
@@ -301,7 +299,7 @@ class OnnxDocVectors:
 
 def _model_sha256(manifest: dict[str, Any]) -> str:
     """The sha256 of model.onnx that the encoder's manifest pins."""
-    return str(manifest["files"][fmt.MODEL_FILE]["sha256"])
+    return str(manifest["files"][formats.MODEL_FILE]["sha256"])
 
 
 class OnnxQuerySide:
@@ -478,41 +476,40 @@ def care_system(encoder_dir: Path, gguf: GgufVectors, *, threads: int, name: str
 # ------------------------------------------------------------------------------------------------ fusion
 
 
-def reciprocal_rank_fusion(rankings: Sequence[np.ndarray], k: int = RRF_K) -> np.ndarray:
+def reciprocal_rank_fusion(rankings: Sequence[np.ndarray], k: int = FUSION_K) -> np.ndarray:
     """Documents of several rankings ordered by sum 1 / (k + rank), rank from 1; ties to the lower index: the
-    runtime's own fusion (:func:`edge.lexical.reciprocal_rank_fusion`)."""
+    runtime's own fusion (:func:`edge.hybrid.reciprocal_rank_fusion`)."""
     return fuse_rankings(rankings, k)[0]
 
 
 class HybridSystem(System):
-    """BM25 + a dense system (or a score fusion of two, ``tools.fusion_probe``) by reciprocal-rank fusion (k = 60) of
-    each one's top ``FUSION_DEPTH`` documents."""
+    """BM25 + a dense system (or a score fusion of two, ``tools.fusion_probe``), fused exactly as the runtime's hybrid
+    search fuses them (:func:`edge.hybrid.fuse_hybrid`: reciprocal rank, k = ``FUSION_K``, each side's top
+    ``fusion_depth(depth)``)."""
 
-    def __init__(self, name: str, lexical: BM25System, dense: System, *, k: int = RRF_K) -> None:
+    def __init__(self, name: str, lexical: BM25System, dense: System) -> None:
         self.name = name
         self.lexical = lexical
         self.dense = dense
-        self.k = k
 
     def info(self) -> dict[str, Any]:
-        return {"kind": "hybrid", "fusion": f"reciprocal rank fusion, k={self.k}, depth {FUSION_DEPTH}",
+        return {"kind": "hybrid",
+                "fusion": f"reciprocal rank fusion, k={FUSION_K}, each side's top max(depth, {FUSION_DEPTH})",
                 "parts": [self.lexical.name, self.dense.name]}
 
     def rank(self, queries: Sequence[str], corpus: Corpus, depth: int) -> list[np.ndarray]:
-        deep = max(depth, FUSION_DEPTH)
+        deep = fusion_depth(depth)
         lexical = self.lexical.rank(queries, corpus, deep)
         dense = self.dense.rank(queries, corpus, deep)
-        return [reciprocal_rank_fusion([a, b], self.k)[:depth] for a, b in zip(lexical, dense)]
+        return [fuse_hybrid(d, l, depth)[0] for l, d in zip(lexical, dense)]
 
     def order(self, queries: Sequence[str], corpus: Corpus, candidates: Sequence[np.ndarray]) -> list[np.ndarray]:
         lexical = self.lexical.order(queries, corpus, candidates, matched_only=True)
         dense = self.dense.order(queries, corpus, candidates)
-        return [reciprocal_rank_fusion([a, b], self.k) for a, b in zip(lexical, dense)]
+        return [reciprocal_rank_fusion([a, b]) for a, b in zip(lexical, dense)]
 
     def encode_one(self, text: str) -> None:
         self.lexical.encode_one(text)
         self.dense.encode_one(text)
 
 
-def default_threads() -> int:
-    return os.cpu_count() or 1

@@ -38,11 +38,12 @@ from typing import Any, Callable, Mapping, Sequence
 import edge.encoder  # noqa: F401  (onnxruntime before usearch: see edge/_native.py)
 import numpy as np
 
-from edge import manifest as fmt
+from tools.provenance import created_info
+from edge.bench import default_threads
 from edge.errors import BadInput, CareEdgeError
 from tools import metrics, probes
 from tools.corpora import DEFAULT_DATA_DIR, Document, load_corpus
-from edge.manifest import SEARCH_MODES
+from edge.formats import SEARCH_MODES
 from tools.eval_shipped import ShippedSystem, open_searchers
 from tools.eval_systems import (
     BM25System,
@@ -52,7 +53,6 @@ from tools.eval_systems import (
     HybridSystem,
     System,
     care_system,
-    default_threads,
     e5_system,
     llm_system,
 )
@@ -572,7 +572,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         settings=settings, log=log)
         command = "python -m tools.evaluate " + shlex.join(argv)
         report = {"format": REPORT_FORMAT, "format_version": 1,
-                  "created": fmt.created_info("tools.evaluate", command),
+                  "created": created_info("tools.evaluate", command),
                   "data_dir": str((args.data_dir or DEFAULT_DATA_DIR).resolve()), **body}
         from tools.eval_report import write_reports  # matplotlib loads only once there is something to plot
 

@@ -24,7 +24,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from edge import manifest as fmt
+from edge import formats, writers
+from edge.files import sha256_file
+from tools.provenance import created_info
 
 PARITY_TARGET = 0.99  # min cosine of the INT8 graph to torch fp32 on PARITY_TEXTS (the training issue's bar)
 MAX_FP32_MATMULS = 4  # each kept in fp32 costs ~1.7 MB and ~0.15 ms per query (e5-small, 1 thread)
@@ -244,12 +246,12 @@ def export_query_encoder(
         fused.unlink()
         cos_int8_all = np.sum(onnx_vectors(staging / "model.onnx", ids, mask) * reference, axis=1)
         shutil.copy(model_dir / "tokenizer.json", staging / "tokenizer.json")
-        fmt.write_encoder_config(
+        writers.write_encoder_config(
             staging,
-            fmt.EncoderConfig(prompt=prompt, max_tokens=max_tokens, pooling="in-graph", dims=dims, normalize=True,
+            formats.EncoderConfig(prompt=prompt, max_tokens=max_tokens, pooling="in-graph", dims=dims, normalize=True,
                               output="embedding"),
         )
-        created = fmt.created_info("tools.export", command)
+        created = created_info("tools.export", command)
         created["parity"] = {"texts": len(parity_texts), "min_cosine_onnx_fp32_vs_torch": round(cos_fp32, 5),
                              "min_cosine_onnx_int8_vs_torch": round(float(cos_int8_all.min()), 5),
                              "mean_cosine_onnx_int8_vs_torch": round(float(cos_int8_all.mean()), 5)}
@@ -261,7 +263,7 @@ def export_query_encoder(
             created["vocab_pruning"] = json.loads(pruning.read_text())
         if callable(alignment):  # symmetric: the exported graph is its own document encoder
             alignment = alignment(staging / "model.onnx")
-        manifest = fmt.write_query_encoder_manifest(
+        manifest = writers.write_query_encoder_manifest(
             staging, name=name, base_model=base_model, alignment=alignment, licenses=list(licenses), created=created
         )
         if out_dir.exists():
@@ -276,7 +278,7 @@ def symmetric_alignment(passage_prompt: str, max_tokens: int) -> Callable[[Path]
     """For a symmetric encoder (e5 on both sides): documents are embedded by this very INT8 graph."""
 
     def describe(model_onnx: Path) -> dict:
-        return {"name": "multilingual-e5-small-int8", "kind": "onnx", "sha256": fmt.sha256_file(model_onnx),
+        return {"name": "multilingual-e5-small-int8", "kind": "onnx", "sha256": sha256_file(model_onnx),
                 "prompt": passage_prompt, "pooling": "mean", "dims": 384, "full_dims": 384,
                 "max_tokens": max_tokens, "normalize": True}
 
@@ -285,7 +287,7 @@ def symmetric_alignment(passage_prompt: str, max_tokens: int) -> Callable[[Path]
 
 def alignment_of_collection(collection_dir: Path) -> dict:
     """The document encoder a collection was built with: what a query encoder for it must be aligned to."""
-    manifest = fmt.read_manifest(collection_dir, fmt.COLLECTION_FORMAT)
+    manifest = formats.read_manifest(collection_dir, formats.COLLECTION_FORMAT)
     return dict(manifest["document_encoder"])
 
 

@@ -23,7 +23,8 @@ from typing import Sequence
 
 import numpy as np
 
-from edge import manifest as fmt
+from edge.files import atomic_write_json
+from tools.provenance import created_info
 from edge.errors import CareEdgeError
 from tools.corpora import load_corpus
 from tools.eval_systems import (QUERY_CHUNK, BM25System, Corpus, DenseSystem, GgufVectors, HybridSystem, System,
@@ -104,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.out:
             command = "python -m tools.fusion_probe " + shlex.join(argv)
             args.out.parent.mkdir(parents=True, exist_ok=True)
-            fmt.atomic_write_json(args.out, {"created": fmt.created_info("tools.fusion_probe", command),
+            atomic_write_json(args.out, {"created": created_info("tools.fusion_probe", command),
                                              "results": rows})
     except CareEdgeError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -22,8 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-import edge  # noqa: F401  (onnxruntime before usearch)
-from edge import manifest as fmt
+import edge._native  # noqa: F401  (onnxruntime before usearch: see edge/_native.py)
+from edge.files import atomic_write_bytes, atomic_write_json
+from tools.provenance import created_info
 from tools import corpora
 from tools.build_index import DEFAULT_DATA_DIR, open_encoder, prompt_for
 from tools.doc_encoder import VectorCache, truncate_dims
@@ -131,10 +132,10 @@ def main(argv: list[str] | None = None) -> int:
         "corpus": args.corpus, "documents": len(docs), "queries": len(queries),
         "document_encoder": encoder.identity, "query_side": str(args.query_encoder or f"LLM {args.query_prompt}"),
         "command": "python -m tools.index_report " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
-        "created": fmt.created_info("tools.index_report"), "rows": rows,
+        "created": created_info("tools.index_report"), "rows": rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    fmt.atomic_write_json(args.out.with_suffix(".json"), report)
+    atomic_write_json(args.out.with_suffix(".json"), report)
     lines = [f"# usearch parameters: {args.corpus} ({len(docs)} documents, {len(queries)} held-out queries)", "",
              f"Document encoder `{encoder.identity['name']}`; queries: {report['query_side']}. "
              "Recall@10 is against exact (brute-force) search over the same vectors.", "",
@@ -143,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
              "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['ndim']} | {r['dtype']} | {r['connectivity']} | {r['expansion_search']} | {r['recall_at_10']:.4f} "
               f"| {r['size_mb']} | {r['search_p50_ms']} |" for r in rows]
-    fmt.atomic_write_bytes(args.out.with_suffix(".md"), ("\n".join(lines) + "\n").encode("utf-8"))
+    atomic_write_bytes(args.out.with_suffix(".md"), ("\n".join(lines) + "\n").encode("utf-8"))
     return 0
 
 

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import edge.encoder  # noqa: F401  (onnxruntime before usearch: see edge/_native.py)
 import numpy as np
 
-from edge import manifest as fmt
+from edge import formats
 from edge.errors import CareEdgeError
 from tools.corpora import load_corpus
 from tools.eval_systems import GgufVectors, care_system
@@ -58,7 +58,7 @@ def compare(student_dir: Path, encoder_dir: Path, tasks: Sequence[str], *, cache
     models = ModelCache(cache_root(cache_dir))
     gguf = GgufVectors("embeddinggemma", models, threads=threads, progress=False)
     int8 = care_system(encoder_dir, gguf, threads=threads, name="int8")
-    config = fmt.read_encoder_config(encoder_dir)
+    config = formats.read_encoder_config(encoder_dir)
     fp32 = int8.with_query_side("fp32", torch_query_vectors(student_dir, config.prompt, config.max_tokens))
     corpora = CorpusCache(load_corpus)
     report: dict[str, Any] = {"student": str(student_dir), "encoder": str(encoder_dir)}

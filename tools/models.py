@@ -34,7 +34,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from edge.manifest import atomic_write_bytes
+from edge.files import atomic_write_bytes
 
 CHUNK_MIB = 1 << 20
 

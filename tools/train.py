@@ -61,7 +61,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Sequence
 
-import edge  # noqa: F401  (edge first: onnxruntime must load before anything that pulls usearch)
+import edge._native  # noqa: F401  (onnxruntime must load before anything that pulls usearch)
 import numpy as np
 import torch
 
@@ -669,7 +669,7 @@ def alignment_cosine(encoder_dir: Path, tasks: Sequence[str], data_dir: Path | N
     from tools.teacher import Teacher
 
     teacher = Teacher(encoder_spec, cache_dir, None)
-    encoder = QueryEncoder.open(encoder_dir)
+    encoder = QueryEncoder(encoder_dir)
     report: dict[str, Any] = {"encoder": str(encoder_dir), "dims": encoder.dims}
     for name in tasks:
         queries = list(dict.fromkeys(load_task(name, data_dir).queries.values()))

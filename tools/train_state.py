@@ -18,7 +18,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import torch
 
-from edge.manifest import atomic_write_json
+from edge.files import atomic_write_json
 
 CHECKPOINT_FILE = "checkpoint.pt"
 LOG_FILE = "train_log.jsonl"

@@ -13,14 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge import paths
-from edge.collection import Collection
-from edge.encoder import QueryEncoder
+from edge import Collection, QueryEncoder, Searcher, paths
 from edge.errors import ArtifactError, BadInput, CareEdgeError
-from edge.search import Searcher
+from edge.formats import COLLECTION_FORMAT, MANIFEST_FILE
 
-MANIFEST_FILE = "manifest.json"
-COLLECTION_FORMAT = "care-edge/collection"
 # A collection whose documents carry these meta keys gets the code view (code, names, chapter, hierarchy).
 CODE_META_KEYS = ("code", "names")
 

@@ -7,7 +7,7 @@ prefix scan in the doc store.
 
 from __future__ import annotations
 
-from edge.collection import Collection
+from edge import Collection
 from edge.docstore import Document
 
 MAX_CHILDREN = 200

@@ -6,7 +6,7 @@ const DEBOUNCE_MS = 250;
 const SNIPPET_CHARS = 600;
 const LANGUAGE_NAMES = { en: "English", zh: "中文", de: "Deutsch", fr: "Français", es: "Español", pt: "Português",
   it: "Italiano" };
-// The lexical tokenizer of edge/lexical.py: Han runs become character bigrams, everything else words.
+// The lexical tokenizer of edge/hybrid.py: Han runs become character bigrams, everything else words.
 const HAN = "\\u3400-\\u4dbf\\u4e00-\\u9fff\\uf900-\\ufaff\\u{20000}-\\u{3134f}";
 const TOKEN_RE = new RegExp(`([${HAN}]+)|((?:(?![${HAN}])[\\p{L}\\p{N}\\p{M}])+)`, "gu");
 

@@ -1,4 +1,4 @@
-"""edge.lexical + hybrid search: tokenisation, the stored postings against a hand-computed BM25, fusion, modes, manifests."""
+"""edge.hybrid + hybrid search: tokenisation, the stored postings against a hand-computed BM25, fusion, modes, manifests."""
 
 from __future__ import annotations
 
@@ -11,21 +11,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge import manifest as fmt
+from edge import formats, writers
 from edge.collection import Collection
 from edge.encoder import QueryEncoder
 from edge.errors import ArtifactError, BadInput
-from edge.lexical import (
+from edge.hybrid import (
     DOCS_NORMS_TABLE,
+    FUSION_DEPTH,
+    FUSION_K,
     MAX_QUERY_TOKENS,
     TERMS_TABLE,
     LexicalIndex,
     lexical_description,
+    fuse_hybrid,
+    fusion_depth,
     reciprocal_rank_fusion,
     tokenize,
     write_lexical_tables,
 )
-from edge.search import FUSION_DEPTH, FUSION_K, Searcher
+from edge.search import Searcher
 
 
 def _store(texts: list[str]) -> tuple[sqlite3.Connection, LexicalIndex]:
@@ -114,9 +118,24 @@ def test_reciprocal_rank_fusion_by_hand() -> None:
     assert reciprocal_rank_fusion([np.array([], dtype=np.int64)], k=60)[0].size == 0
 
 
+def test_fuse_hybrid_cuts_each_side_at_the_fusion_depth() -> None:
+    dense = np.arange(FUSION_DEPTH + 50, dtype=np.int64)  # key FUSION_DEPTH + 10 sits past the dense cut
+    lexical = np.array([FUSION_DEPTH + 10, 3], dtype=np.int64)
+    keys, scores = fuse_hybrid(dense, lexical, k=5)
+    assert fusion_depth(5) == FUSION_DEPTH and fusion_depth(FUSION_DEPTH + 20) == FUSION_DEPTH + 20
+    # Key 3: dense rank 4 + lexical rank 2. Key 0: dense rank 1 only. The late key: lexical rank 1 only (its dense
+    # rank 111 is cut), so it ties with key 0 and loses the tie to the lower key.
+    assert keys.tolist() == [3, 0, FUSION_DEPTH + 10, 1, 2]
+    assert scores[0] == np.float32(1 / (FUSION_K + 4) + 1 / (FUSION_K + 2))
+    assert scores[1] == scores[2] == np.float32(1 / (FUSION_K + 1))
+    # Asked for more than the fusion depth, each side reaches as deep as k: the late key's dense rank now counts.
+    deep_keys, _ = fuse_hybrid(dense, lexical, k=FUSION_DEPTH + 20)
+    assert deep_keys[:3].tolist() == [3, FUSION_DEPTH + 10, 0]
+
+
 @pytest.fixture(scope="module")
 def searcher(tiny) -> Searcher:
-    return Searcher(Collection.open(tiny.collection), QueryEncoder(tiny.encoder))
+    return Searcher(Collection(tiny.collection), QueryEncoder(tiny.encoder))
 
 
 def test_collections_carry_a_lexical_table_and_default_to_dense(searcher: Searcher) -> None:
@@ -172,7 +191,7 @@ def test_unknown_mode_is_bad_input(searcher: Searcher) -> None:
 
 
 def _rewrite_manifest(directory: Path, change) -> None:
-    path = directory / fmt.MANIFEST_FILE
+    path = directory / formats.MANIFEST_FILE
     manifest = json.loads(path.read_text())
     change(manifest)
     path.write_text(json.dumps(manifest))
@@ -181,7 +200,7 @@ def _rewrite_manifest(directory: Path, change) -> None:
 def test_collection_without_lexical_table_is_dense_only(tmp_path: Path, tiny, build_collection) -> None:
     directory = build_collection(tmp_path / "dense-only", tiny.encoder)
     _rewrite_manifest(directory, lambda m: m.pop("search"))  # as written before hybrid search existed
-    searcher = Searcher(Collection.open(directory), QueryEncoder(tiny.encoder))
+    searcher = Searcher(Collection(directory), QueryEncoder(tiny.encoder))
     assert not searcher.collection.lexical and searcher.collection.default_mode == "dense"
     assert searcher.search("fever", k=3).results
     with pytest.raises(ArtifactError, match="has no lexical table.*--mode dense"):
@@ -201,18 +220,18 @@ def test_collection_without_lexical_table_is_dense_only(tmp_path: Path, tiny, bu
 def test_malformed_search_block_is_refused(tiny_copy, change, fragment: str) -> None:
     _rewrite_manifest(tiny_copy.collection, change)
     with pytest.raises(ArtifactError, match=fragment):
-        Collection.open(tiny_copy.collection)
+        Collection(tiny_copy.collection)
 
 
 def test_manifest_lists_a_table_the_store_lacks(tiny_copy) -> None:
-    path = tiny_copy.collection / fmt.DOCS_FILE
+    path = tiny_copy.collection / formats.DOCS_FILE
     connection = sqlite3.connect(path)
     connection.execute(f"DROP TABLE {TERMS_TABLE}")
     connection.commit()
     connection.close()
-    _rewrite_manifest(tiny_copy.collection, lambda m: m["files"][fmt.DOCS_FILE].update(size=path.stat().st_size))
+    _rewrite_manifest(tiny_copy.collection, lambda m: m["files"][formats.DOCS_FILE].update(size=path.stat().st_size))
     with pytest.raises(ArtifactError, match="no lexical_terms table"):
-        Collection.open(tiny_copy.collection)
+        Collection(tiny_copy.collection)
 
 
 def test_writer_refuses_hybrid_default_without_lexical(tmp_path: Path, tiny) -> None:
@@ -221,8 +240,8 @@ def test_writer_refuses_hybrid_default_without_lexical(tmp_path: Path, tiny) -> 
     common = dict(name="x", description="", document_encoder=encoder.alignment, vectors=encoder.encode(texts).vectors,
                   ids=["a", "b"], texts=texts, metas=[None, None], index_params=None, licenses=[], created={})
     with pytest.raises(BadInput, match="needs the lexical table"):
-        fmt.write_collection(tmp_path / "x", lexical=False, default_mode="hybrid", **common)
+        writers.write_collection(tmp_path / "x", lexical=False, default_mode="hybrid", **common)
     with pytest.raises(BadInput, match="default_mode"):
-        fmt.write_collection(tmp_path / "y", default_mode="sparse", **common)
-    manifest = fmt.write_collection(tmp_path / "z", default_mode="hybrid", **common)
-    assert Collection.open(tmp_path / "z").default_mode == "hybrid" == manifest["search"]["default_mode"]
+        writers.write_collection(tmp_path / "y", default_mode="sparse", **common)
+    manifest = writers.write_collection(tmp_path / "z", default_mode="hybrid", **common)
+    assert Collection(tmp_path / "z").default_mode == "hybrid" == manifest["search"]["default_mode"]

@@ -1,4 +1,4 @@
-"""edge.manifest: the v1 formats, their writers, and the load-time checks of Collection / QueryEncoder."""
+"""edge.formats and edge.writers: the v1 formats, their writers, and the load-time checks of Collection / QueryEncoder."""
 
 from __future__ import annotations
 
@@ -11,14 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge import manifest as fmt
+from edge import formats, writers
+from edge.files import file_entry, sha256_file
 from edge.collection import Collection
 from edge.encoder import QueryEncoder
 from edge.errors import ArtifactError, BadInput
 
 
 def _edit_manifest(directory: Path, **changes: object) -> None:
-    path = directory / fmt.MANIFEST_FILE
+    path = directory / formats.MANIFEST_FILE
     manifest = json.loads(path.read_text(encoding="utf-8"))
     manifest.update(changes)
     path.write_text(json.dumps(manifest), encoding="utf-8")
@@ -26,8 +27,8 @@ def _edit_manifest(directory: Path, **changes: object) -> None:
 
 def _refresh_manifest(directory: Path) -> None:
     """Re-record sizes and hashes, as if a broken file had been shipped with a matching manifest."""
-    manifest = json.loads((directory / fmt.MANIFEST_FILE).read_text(encoding="utf-8"))
-    fmt.write_manifest(directory, manifest)
+    manifest = json.loads((directory / formats.MANIFEST_FILE).read_text(encoding="utf-8"))
+    writers.write_manifest(directory, manifest)
 
 
 def test_alignment_id_is_sha256_prefix_of_canonical_json_of_the_six_keys() -> None:
@@ -46,43 +47,43 @@ def test_alignment_id_is_sha256_prefix_of_canonical_json_of_the_six_keys() -> No
         f'"sha256":"{"ab" * 32}"}}'
     )
     expected = hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
-    assert fmt.alignment_id(encoder) == expected
-    assert fmt.alignment_id({**encoder, "name": "other", "full_dims": 1}) == expected
-    assert fmt.alignment_id({**encoder, "dims": 128}) != expected
-    assert fmt.alignment_id({**encoder, "prompt": "query: "}) != expected
+    assert formats.alignment_id(encoder) == expected
+    assert formats.alignment_id({**encoder, "name": "other", "full_dims": 1}) == expected
+    assert formats.alignment_id({**encoder, "dims": 128}) != expected
+    assert formats.alignment_id({**encoder, "prompt": "query: "}) != expected
     with pytest.raises(ArtifactError, match="lacks"):
-        fmt.alignment_id({"kind": "gguf"})
+        formats.alignment_id({"kind": "gguf"})
 
 
 def test_written_collection_round_trips(tiny) -> None:
-    manifest = fmt.read_manifest(tiny.collection, fmt.COLLECTION_FORMAT)
-    assert manifest["format"] == fmt.COLLECTION_FORMAT and manifest["format_version"] == 1
+    manifest = formats.read_manifest(tiny.collection, formats.COLLECTION_FORMAT)
+    assert manifest["format"] == formats.COLLECTION_FORMAT and manifest["format_version"] == 1
     assert manifest["counts"] == {"documents": 200, "truncated": 0}
     assert manifest["index"]["metric"] == "cos" and manifest["index"]["ndim"] == 32
-    assert manifest["alignment_id"] == fmt.alignment_id(manifest["document_encoder"])
+    assert manifest["alignment_id"] == formats.alignment_id(manifest["document_encoder"])
     assert "alignment_id" not in manifest["document_encoder"]
-    assert set(manifest["files"]) == {fmt.VECTORS_FILE, fmt.DOCS_FILE, fmt.BENCH_QUERIES_FILE}
+    assert set(manifest["files"]) == {formats.VECTORS_FILE, formats.DOCS_FILE, formats.BENCH_QUERIES_FILE}
     for name, entry in manifest["files"].items():
-        assert entry == fmt.file_entry(tiny.collection / name)
-    assert fmt.file_problems(tiny.collection, manifest, full_hash=True) == []
+        assert entry == file_entry(tiny.collection / name)
+    assert formats.file_problems(tiny.collection, manifest, full_hash=True) == []
 
-    connection = sqlite3.connect(tiny.collection / fmt.DOCS_FILE)
+    connection = sqlite3.connect(tiny.collection / formats.DOCS_FILE)
     rows = connection.execute("SELECT key, id, text, meta FROM docs ORDER BY key").fetchall()
     connection.close()
     assert [row[0] for row in rows] == list(range(200))
     assert [row[1] for row in rows] == tiny.ids
     assert [row[2] for row in rows] == tiny.texts
     assert json.loads(rows[5][3]) == {"row": 5, "source": "synthetic"}
-    assert (tiny.collection / fmt.BENCH_QUERIES_FILE).read_text(encoding="utf-8").splitlines() == tiny.bench_queries
+    assert (tiny.collection / formats.BENCH_QUERIES_FILE).read_text(encoding="utf-8").splitlines() == tiny.bench_queries
     assert not [p.name for p in tiny.collection.iterdir() if p.name.endswith(".tmp")]
 
 
 def test_query_encoder_manifest_and_config(tiny) -> None:
-    manifest = fmt.read_manifest(tiny.encoder, fmt.QUERY_ENCODER_FORMAT)
-    assert manifest["alignment"]["alignment_id"] == fmt.alignment_id(manifest["alignment"])
-    assert set(manifest["files"]) == set(fmt.QUERY_ENCODER_REQUIRED_FILES)
-    config = fmt.read_encoder_config(tiny.encoder)
-    assert config == fmt.EncoderConfig(
+    manifest = formats.read_manifest(tiny.encoder, formats.QUERY_ENCODER_FORMAT)
+    assert manifest["alignment"]["alignment_id"] == formats.alignment_id(manifest["alignment"])
+    assert set(manifest["files"]) == set(formats.QUERY_ENCODER_REQUIRED_FILES)
+    config = formats.read_encoder_config(tiny.encoder)
+    assert config == formats.EncoderConfig(
         prompt="query: ", max_tokens=16, pooling="in-graph", dims=32, normalize=True, output="embedding"
     )
 
@@ -103,9 +104,9 @@ def test_collection_writer_rejects_bad_inputs(tmp_path: Path, tiny) -> None:
         licenses=[],
         created={},
     )
-    written = fmt.write_collection(tmp_path / "ok", **good)
-    assert written["index"]["dtype"] == fmt.DEFAULT_INDEX_PARAMS["dtype"]
-    assert Collection.open(tmp_path / "ok").count == 3
+    written = writers.write_collection(tmp_path / "ok", **good)
+    assert written["index"]["dtype"] == writers.DEFAULT_INDEX_PARAMS["dtype"]
+    assert Collection(tmp_path / "ok").count == 3
 
     bad_cases = {
         "duplicate document id": dict(ids=["a", "a", "c"]),
@@ -120,7 +121,7 @@ def test_collection_writer_rejects_bad_inputs(tmp_path: Path, tiny) -> None:
     }
     for fragment, change in bad_cases.items():
         with pytest.raises(BadInput, match=fragment):
-            fmt.write_collection(tmp_path / "bad", **{**good, **change})
+            writers.write_collection(tmp_path / "bad", **{**good, **change})
 
 
 def test_query_encoder_manifest_writer_checks_alignment(tmp_path: Path, tiny) -> None:
@@ -128,14 +129,14 @@ def test_query_encoder_manifest_writer_checks_alignment(tmp_path: Path, tiny) ->
 
     directory = tmp_path / "enc"
     shutil.copytree(tiny.encoder, directory)
-    alignment = dict(fmt.read_manifest(directory, fmt.QUERY_ENCODER_FORMAT)["alignment"])
+    alignment = dict(formats.read_manifest(directory, formats.QUERY_ENCODER_FORMAT)["alignment"])
     with pytest.raises(BadInput, match="computes to"):
-        fmt.write_query_encoder_manifest(
+        writers.write_query_encoder_manifest(
             directory, name="x", base_model="y", alignment={**alignment, "alignment_id": "0" * 16}, licenses=[], created={}
         )
     with pytest.raises(BadInput, match="dims"):
         wrong_dims = {k: v for k, v in alignment.items() if k != "alignment_id"} | {"dims": 64}
-        fmt.write_query_encoder_manifest(directory, name="x", base_model="y", alignment=wrong_dims, licenses=[], created={})
+        writers.write_query_encoder_manifest(directory, name="x", base_model="y", alignment=wrong_dims, licenses=[], created={})
 
 
 @pytest.mark.parametrize(
@@ -151,18 +152,18 @@ def test_query_encoder_manifest_writer_checks_alignment(tmp_path: Path, tiny) ->
 def test_collection_manifest_problems_are_artifact_errors(tiny_copy, change, fragment) -> None:
     _edit_manifest(tiny_copy.collection, **change)
     with pytest.raises(ArtifactError, match=fragment.replace("(", r"\(")):
-        Collection.open(tiny_copy.collection)
+        Collection(tiny_copy.collection)
 
 
 def test_missing_or_unparsable_manifest(tiny_copy, tmp_path: Path) -> None:
     with pytest.raises(ArtifactError, match="does not exist"):
-        Collection.open(tmp_path / "nowhere")
-    (tiny_copy.collection / fmt.MANIFEST_FILE).write_text("{not json", encoding="utf-8")
+        Collection(tmp_path / "nowhere")
+    (tiny_copy.collection / formats.MANIFEST_FILE).write_text("{not json", encoding="utf-8")
     with pytest.raises(ArtifactError, match="not valid JSON"):
-        Collection.open(tiny_copy.collection)
-    (tiny_copy.collection / fmt.MANIFEST_FILE).unlink()
+        Collection(tiny_copy.collection)
+    (tiny_copy.collection / formats.MANIFEST_FILE).unlink()
     with pytest.raises(ArtifactError, match="manifest.json is missing"):
-        Collection.open(tiny_copy.collection)
+        Collection(tiny_copy.collection)
 
 
 def test_encoder_manifest_format_checks(tiny_copy) -> None:
@@ -175,29 +176,29 @@ def test_encoder_manifest_format_checks(tiny_copy) -> None:
 
 
 def test_size_mismatch_is_caught_on_open(tiny_copy) -> None:
-    with open(tiny_copy.collection / fmt.DOCS_FILE, "ab") as handle:
+    with open(tiny_copy.collection / formats.DOCS_FILE, "ab") as handle:
         handle.write(b"\0" * 10)
     with pytest.raises(ArtifactError, match="docs.sqlite: size"):
-        Collection.open(tiny_copy.collection)
+        Collection(tiny_copy.collection)
 
 
 def test_missing_file_is_caught_on_open(tiny_copy) -> None:
-    (tiny_copy.encoder / fmt.TOKENIZER_FILE).unlink()
+    (tiny_copy.encoder / formats.TOKENIZER_FILE).unlink()
     with pytest.raises(ArtifactError, match="tokenizer.json: missing"):
         QueryEncoder(tiny_copy.encoder)
 
 
 def test_hash_mismatch_is_caught_only_by_verify(tiny_copy) -> None:
-    path = tiny_copy.collection / fmt.BENCH_QUERIES_FILE
+    path = tiny_copy.collection / formats.BENCH_QUERIES_FILE
     data = bytearray(path.read_bytes())
     data[0] = ord("X") if data[0] != ord("X") else ord("Y")
     path.write_bytes(bytes(data))  # same size, different bytes
-    collection = Collection.open(tiny_copy.collection)  # sizes only: opens fine
+    collection = Collection(tiny_copy.collection)  # sizes only: opens fine
     with pytest.raises(ArtifactError, match="bench_queries.txt: sha256 differs"):
         collection.verify()
     assert collection.file_problems(full_hash=True) == ["bench_queries.txt: sha256 differs from the manifest (corrupted or replaced)"]
 
-    encoder_model = tiny_copy.encoder / fmt.CONFIG_FILE
+    encoder_model = tiny_copy.encoder / formats.CONFIG_FILE
     config = encoder_model.read_bytes()
     encoder_model.write_bytes(config.replace(b"query: ", b"query! "))
     encoder = QueryEncoder(tiny_copy.encoder)
@@ -206,39 +207,39 @@ def test_hash_mismatch_is_caught_only_by_verify(tiny_copy) -> None:
 
 
 def test_truncated_index_with_matching_manifest_is_an_artifact_error(tiny_copy) -> None:
-    path = tiny_copy.collection / fmt.VECTORS_FILE
+    path = tiny_copy.collection / formats.VECTORS_FILE
     for size in (path.stat().st_size // 2, 40, 0):
         data = path.read_bytes()
         path.write_bytes(data[:size])
         _refresh_manifest(tiny_copy.collection)
         with pytest.raises(ArtifactError, match="vectors.usearch is not a readable usearch index"):
-            Collection.open(tiny_copy.collection)
+            Collection(tiny_copy.collection)
 
 
 def test_truncated_index_without_manifest_update_fails_the_size_check(tiny_copy) -> None:
-    path = tiny_copy.collection / fmt.VECTORS_FILE
+    path = tiny_copy.collection / formats.VECTORS_FILE
     path.write_bytes(path.read_bytes()[:-100])
     with pytest.raises(ArtifactError, match="vectors.usearch: size"):
-        Collection.open(tiny_copy.collection)
+        Collection(tiny_copy.collection)
 
 
 def test_garbage_docs_sqlite_is_an_artifact_error(tiny_copy) -> None:
-    path = tiny_copy.collection / fmt.DOCS_FILE
+    path = tiny_copy.collection / formats.DOCS_FILE
     path.write_bytes(os.urandom(path.stat().st_size))
     _refresh_manifest(tiny_copy.collection)
     with pytest.raises(ArtifactError, match="docs.sqlite is not a readable SQLite database"):
-        Collection.open(tiny_copy.collection)
+        Collection(tiny_copy.collection)
 
 
 def test_docs_sqlite_with_wrong_schema_or_count(tiny_copy) -> None:
-    path = tiny_copy.collection / fmt.DOCS_FILE
+    path = tiny_copy.collection / formats.DOCS_FILE
     connection = sqlite3.connect(path)
     connection.execute("DELETE FROM docs WHERE key = 199")
     connection.commit()
     connection.close()
     _refresh_manifest(tiny_copy.collection)
     with pytest.raises(ArtifactError, match="holds 199 documents, manifest says 200"):
-        Collection.open(tiny_copy.collection)
+        Collection(tiny_copy.collection)
 
     path.unlink()
     connection = sqlite3.connect(path)
@@ -247,35 +248,35 @@ def test_docs_sqlite_with_wrong_schema_or_count(tiny_copy) -> None:
     connection.close()
     _refresh_manifest(tiny_copy.collection)
     with pytest.raises(ArtifactError, match="expected \\['key', 'id', 'text', 'meta'\\]"):
-        Collection.open(tiny_copy.collection)
+        Collection(tiny_copy.collection)
 
 
 def test_index_that_disagrees_with_the_manifest(tiny_copy) -> None:
-    manifest = json.loads((tiny_copy.collection / fmt.MANIFEST_FILE).read_text(encoding="utf-8"))
+    manifest = json.loads((tiny_copy.collection / formats.MANIFEST_FILE).read_text(encoding="utf-8"))
     manifest["index"]["ndim"] = 16
-    (tiny_copy.collection / fmt.MANIFEST_FILE).write_text(json.dumps(manifest), encoding="utf-8")
+    (tiny_copy.collection / formats.MANIFEST_FILE).write_text(json.dumps(manifest), encoding="utf-8")
     with pytest.raises(ArtifactError, match="ndim 32 != manifest 16"):
-        Collection.open(tiny_copy.collection)
+        Collection(tiny_copy.collection)
 
 
 def test_write_manifest_is_atomic_and_names_missing_files(tmp_path: Path) -> None:
     (tmp_path / "a.bin").write_bytes(b"abc")
-    written = fmt.write_manifest(tmp_path, {"format": "x", "files": {"a.bin": {}}})
+    written = writers.write_manifest(tmp_path, {"format": "x", "files": {"a.bin": {}}})
     assert written["files"]["a.bin"] == {"size": 3, "sha256": hashlib.sha256(b"abc").hexdigest()}
-    assert json.loads((tmp_path / fmt.MANIFEST_FILE).read_text(encoding="utf-8")) == written
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", fmt.MANIFEST_FILE]
+    assert json.loads((tmp_path / formats.MANIFEST_FILE).read_text(encoding="utf-8")) == written
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", formats.MANIFEST_FILE]
     with pytest.raises(BadInput, match="does not exist"):
-        fmt.write_manifest(tmp_path, {"files": {"b.bin": {}}})
+        writers.write_manifest(tmp_path, {"files": {"b.bin": {}}})
 
 
 def test_licenses_of_merges_without_duplicates() -> None:
     a = {"licenses": [{"name": "x", "license": "MIT"}, {"name": "y", "license": "Apache-2.0"}]}
     b = {"licenses": [{"name": "y", "license": "Apache-2.0"}, {"name": "z", "license": "CC-BY-4.0"}]}
-    assert [item["name"] for item in fmt.licenses_of([a, b])] == ["x", "y", "z"]
+    assert [item["name"] for item in formats.licenses_of([a, b])] == ["x", "y", "z"]
 
 
 def test_collection_build_is_reproducible(tmp_path: Path, tiny, build_collection) -> None:
     first = build_collection(tmp_path / "a", tiny.encoder, count=120)
     second = build_collection(tmp_path / "b", tiny.encoder, count=120)
-    for name in (fmt.VECTORS_FILE, fmt.DOCS_FILE):
-        assert fmt.sha256_file(first / name) == fmt.sha256_file(second / name), name
+    for name in (formats.VECTORS_FILE, formats.DOCS_FILE):
+        assert sha256_file(first / name) == sha256_file(second / name), name

@@ -1,4 +1,6 @@
-"""Lexical (BM25) search over a collection's postings in ``docs.sqlite``: the keyword half of hybrid search.
+"""Hybrid search: lexical (BM25) search over a collection's postings in ``docs.sqlite``, and its reciprocal-rank
+fusion with the dense ranking. Everything hybrid search is made of lives here: the tokenizer, the postings format and
+its writer, BM25 scoring, the postings reader, and the fusion with its constants.
 
 Why lexical next to dense: medical queries often hinge on one exact term (a drug, a code, a rare disease name) that a
 small query encoder blurs, while BM25 matches it literally; fusing the two rankings recovers both kinds of hit
@@ -17,15 +19,20 @@ Scoring: Okapi BM25 with Lucene's idf, summed over the query's tokens with repea
 ``tools.bm25`` (the evaluation's BM25) builds its in-memory index with :func:`count_postings` and scores with
 :func:`term_weights`, so what is measured is what ships, to the last float64 rounding.
 
-Storage (why not SQLite FTS5: its bm25() costs about 1 us per matching row, 4.5 ms p50 on the cmed-zh bench
-queries, against 0.4 ms for the match alone). Two tables: ``lexical_terms(term, idf, keys, tfs)``, one row per token
-holding its posting list (document keys as little-endian delta-encoded uint16, or uint32 for collections of more than
+Storage (why not SQLite FTS5: its bm25() is computed row by row over every matching document, which on the cmed-zh
+bench queries cost many times what the match alone did). Two tables: ``lexical_terms(term, idf, keys, tfs)``, one
+row per token holding its posting list (document keys as little-endian delta-encoded uint16, or uint32 for collections of more than
 65,536 documents, and term frequencies as uint8, capped at 255); and ``lexical_docs`` holding the per-document length
 normalisation ``k1 * (1 - b + b * |d| / avgdl)`` as float64. A query reads one row per distinct token.
+
+Fusion: reciprocal rank fusion with k = 60 as in Cormack et al. (2009) over each side's top ``FUSION_DEPTH``
+(:func:`fuse_hybrid`); ``tools.eval_systems`` evaluates hybrid search through that same function. The measured
+figures of the shipped collections are in ``prebuilt_index/reports/eval-shipped.json``.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 import unicodedata
@@ -33,6 +40,9 @@ from collections import Counter
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+
+from edge.docstore import SQLITE_MAX_PARAMS
+from edge.errors import ArtifactError
 
 TERMS_TABLE = "lexical_terms"
 DOCS_NORMS_TABLE = "lexical_docs"
@@ -48,7 +58,10 @@ KEY_DTYPES = {"delta-u16": np.dtype("<u2"), "delta-u32": np.dtype("<u4")}
 # more posting list to read, and a pasted page gains little from its 300th bigram. The longest Toyhom patient
 # questions of the evaluation have about 200. The dense side truncates at its own max_tokens.
 MAX_QUERY_TOKENS = 256
-_SQL_PARAMS = 900
+# Reciprocal rank fusion: k = 60 (Cormack et al., 2009); each side contributes its top FUSION_DEPTH (or top k when
+# a caller asks for more), which costs the ANN call about what a top-10 one does.
+FUSION_K = 60
+FUSION_DEPTH = 100
 
 LEXICAL_TABLES_SQL = (
     f"CREATE TABLE {TERMS_TABLE} (term TEXT PRIMARY KEY, idf REAL NOT NULL, keys BLOB NOT NULL, tfs BLOB NOT NULL)"
@@ -153,13 +166,27 @@ def write_lexical_tables(connection: sqlite3.Connection, texts: Sequence[str]) -
                        (np.asarray(norms, dtype="<f8").tobytes(),))
 
 
+def check_lexical_tables(connection: sqlite3.Connection, path: str | os.PathLike[str]) -> None:
+    """Raise ArtifactError unless the store at ``path`` holds the postings tables that hybrid search reads."""
+    try:
+        names = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.DatabaseError as exc:
+        raise ArtifactError(f"{path} is corrupt ({exc}): re-copy or rebuild the collection") from None
+    missing = [name for name in (TERMS_TABLE, DOCS_NORMS_TABLE) if name not in names]
+    if missing:
+        raise ArtifactError(f"{path} has no {missing[0]} table although the manifest lists one: rebuild the collection")
+
+
 class LexicalIndex:
     """BM25 over the postings tables of one ``docs.sqlite``. Holds the document norms (8 bytes per document, read on
-    first use); the connection is the caller's, so that each thread can pass its own."""
+    first use); the connection is the caller's, so that each thread can pass its own. ``source`` names the store in
+    error messages."""
 
-    def __init__(self, description: Mapping[str, Any], n_docs: int) -> None:
+    def __init__(self, description: Mapping[str, Any], n_docs: int, source: str | os.PathLike[str] = "docs.sqlite"
+                 ) -> None:
         self.n_docs = n_docs
-        self._key_dtype = KEY_DTYPES[description["key_encoding"]]  # checked by edge.manifest on load
+        self.source = source
+        self._key_dtype = KEY_DTYPES[description["key_encoding"]]  # checked by edge.formats on load
         self._norms: np.ndarray | None = None
 
     def norms(self, connection: sqlite3.Connection) -> np.ndarray:
@@ -180,8 +207,8 @@ class LexicalIndex:
         norms = self.norms(connection)
         distinct = list(dict.fromkeys(tokens))
         lists: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        for start in range(0, len(distinct), _SQL_PARAMS):
-            part = distinct[start : start + _SQL_PARAMS]
+        for start in range(0, len(distinct), SQLITE_MAX_PARAMS):
+            part = distinct[start : start + SQLITE_MAX_PARAMS]
             placeholders = ",".join("?" * len(part))
             for term, idf, keys, tfs in connection.execute(
                 f"SELECT term, idf, keys, tfs FROM {TERMS_TABLE} WHERE term IN ({placeholders})", part
@@ -198,8 +225,12 @@ class LexicalIndex:
 
     def search(self, connection: sqlite3.Connection, query: str, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` best documents for ``query``: keys (int64) and BM25 scores (float32), best first, ties to the
-        lower key. A query with no token, or whose tokens occur nowhere, returns empty arrays."""
-        keys, scores = top_k(self.scores(connection, query), int(k))
+        lower key. A query with no token, or whose tokens occur nowhere, returns empty arrays. Unreadable postings
+        raise ArtifactError."""
+        try:
+            keys, scores = top_k(self.scores(connection, query), int(k))
+        except (sqlite3.DatabaseError, ValueError, TypeError) as exc:
+            raise ArtifactError(f"{self.source}: lexical tables are corrupt ({exc}): rebuild the collection") from None
         return keys, scores.astype(np.float32)
 
 
@@ -216,3 +247,15 @@ def reciprocal_rank_fusion(rankings: Sequence[np.ndarray], k: int) -> tuple[np.n
     order = sorted(fused, key=lambda key: (-fused[key], key))
     return (np.array(order, dtype=np.int64), np.array([fused[key] for key in order], dtype=np.float32))
 
+
+def fusion_depth(k: int) -> int:
+    """How many documents each side of a hybrid search contributes to the fusion when ``k`` results are wanted."""
+    return max(int(k), FUSION_DEPTH)
+
+
+def fuse_hybrid(dense_keys: np.ndarray, lexical_keys: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The hybrid ranking the runtime returns: reciprocal rank fusion (``FUSION_K``) of the top
+    ``fusion_depth(k)`` of a dense and a lexical best-first ranking, cut to ``k``. Returns keys and fused scores."""
+    depth = fusion_depth(k)
+    keys, scores = reciprocal_rank_fusion([np.asarray(dense_keys)[:depth], np.asarray(lexical_keys)[:depth]], FUSION_K)
+    return keys[:k], scores[:k]
