@@ -152,7 +152,12 @@ class RequestHandler(BaseHTTPRequestHandler):
     server_version = "care-edge"
     sys_version = ""
     protocol_version = "HTTP/1.1"
+    # A request line too broken to name a version still gets a status line and headers, not a bare HTTP/0.9 body.
+    default_request_version = "HTTP/1.0"
     timeout = SOCKET_TIMEOUT_S
+
+    def version_string(self) -> str:
+        return self.server_version
 
     # ------------------------------------------------------------------------------------------ replies
 
