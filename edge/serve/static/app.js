@@ -279,7 +279,8 @@ function syncModes(index, wanted) {
 function applyState(state) {
   if (state.index && collections.has(state.index)) els.index.value = state.index;
   syncModes(els.index.value, state.mode);
-  if (document.activeElement !== els.q) els.q.value = state.q || els.q.value;
+  // The box keeps what is typed; a link or Back/Forward that names a query puts it in.
+  if (state.q) els.q.value = state.q;
   if (state.doc) showDoc({ ...state, index: els.index.value });
   else runSearch({ ...formState(), q: state.q });
 }

@@ -1,0 +1,241 @@
+"""The search page in a real browser: headless Chromium (the system's, driven by Playwright) against
+``care-edge serve`` on the shipped collections. Chinese and English queries, switching collection and mode, the ICD
+view and its parent link, the keyboard alone, a narrow window, and no request leaving 127.0.0.1.
+
+Needs ``/usr/bin/chromium`` (Debian: ``apt-get install -y chromium``; ``$CARE_EDGE_CHROMIUM`` names another) and the
+``browser`` extra (Playwright's Python package; its own browser downloads are never used). Without them the tests
+skip with one line; ``CARE_EDGE_REQUIRE_BROWSER=1`` (CI) makes that a failure. ``CARE_EDGE_SCREENSHOTS=DIR`` keeps
+the screenshots of the main states there (the README's images come from ``make test-browser``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+from typing import Any, Iterator
+from urllib.parse import urlencode, urlsplit
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PREBUILT = REPO_ROOT / "prebuilt_index"
+CHROMIUM = Path(os.environ.get("CARE_EDGE_CHROMIUM", "/usr/bin/chromium"))
+# Chromium's own background traffic (updates, sync, field trials) is switched off, so the only requests left are the
+# page's; a fresh profile per run keeps earlier state out.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-default-apps", "--disable-features=Translate,OptimizationHints,MediaRouter"]
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CARE_EDGE_REQUIRE_BROWSER", "") not in ("", "0"):
+        pytest.fail(f"browser tests required but {reason}")
+    pytest.skip(f"browser tests skipped: {reason}")
+
+
+@pytest.fixture(autouse=True)
+def _no_network() -> None:
+    """Overrides conftest's guard: Playwright talks to its driver over a pipe and the page to 127.0.0.1; what the
+    page requests is checked by the route below instead."""
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if not (PREBUILT / "default.json").is_file():
+        _unavailable("no shipped collections (prebuilt_index/default.json)")
+    environment = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "CARE_EDGE_INDEX_DIR": str(PREBUILT),
+                   "HOME": str(tmp_path_factory.mktemp("home"))}
+    process = subprocess.Popen([sys.executable, "-m", "edge", "serve", "--port", "0"], cwd=REPO_ROOT, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment)
+    line = process.stdout.readline() if process.stdout else ""
+    match = re.search(r"http://127\.0\.0\.1:\d+/", line)
+    if not match:
+        process.terminate()
+        pytest.fail(f"care-edge serve did not start: {line!r} {process.communicate(timeout=30)[1]!r}")
+    yield match.group(0)
+    process.terminate()
+    _, stderr = process.communicate(timeout=30)
+    assert "Traceback" not in stderr, stderr
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    if not CHROMIUM.is_file():
+        _unavailable(f"no Chromium at {CHROMIUM} (install it: apt-get install -y chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _unavailable("Playwright is not installed (pip install -e '.[browser]')")
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(profile), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 800}, locale="en-US")
+        yield context
+        context.close()
+
+
+@pytest.fixture()
+def page(browser: Any, served: str) -> Iterator[Any]:
+    """A fresh tab; every request it makes is recorded, and any not to the server is aborted and fails the test."""
+    own = urlsplit(served).netloc
+    elsewhere: list[str] = []
+
+    def route(request_route: Any) -> None:
+        url = request_route.request.url
+        if urlsplit(url).scheme == "data" or urlsplit(url).netloc == own:
+            request_route.continue_()
+        else:
+            elsewhere.append(url)
+            request_route.abort()
+
+    browser.route("**/*", route)
+    tab = browser.new_page()
+    requested: list[str] = []
+    tab.on("request", lambda request: requested.append(request.url))
+    errors: list[str] = []
+    tab.on("pageerror", lambda error: errors.append(str(error)))
+    yield tab
+    tab.close()
+    browser.unroute("**/*", route)
+    assert not elsewhere, f"the page tried to reach beyond 127.0.0.1: {elsewhere}"
+    assert all(url.startswith(served) or url.startswith("data:") for url in requested), requested
+    assert not errors, errors
+
+
+def _screenshot(tab: Any, name: str, tmp_path: Path) -> None:
+    folder = Path(os.environ.get("CARE_EDGE_SCREENSHOTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    tab.screenshot(path=str(folder / f"{name}.png"))
+
+
+def _api(served: str, **params: Any) -> Any:
+    with urllib.request.urlopen(f"{served}api/search?{urlencode(params)}", timeout=60) as reply:
+        return json.loads(reply.read())
+
+
+def _result_ids(tab: Any) -> list[str]:
+    return tab.eval_on_selector_all("#results > li", "items => items.map(item => item.dataset.id)")
+
+
+def _wait_for_results(tab: Any, query: str) -> None:
+    tab.wait_for_function("q => document.querySelector('#status').textContent.includes(q)", arg=query)
+
+
+def test_chinese_query_searches_as_you_type(page: Any, served: str, tmp_path: Path) -> None:
+    page.goto(served)
+    page.wait_for_selector("#index option[value='cmed-zh']", state="attached")
+    query = "胸痛 呼吸困难"
+    page.locator("#q").press_sequentially(query, delay=30)  # no Enter: the debounce searches
+    _wait_for_results(page, query)
+    expected = _api(served, q=query, index="cmed-zh", mode="hybrid", k=10)
+    assert _result_ids(page) == [result["id"] for result in expected["results"]]
+    assert "呼吸困难" in page.locator("#results > li").first.inner_text()
+    marked = page.eval_on_selector_all("#results mark", "marks => marks.map(mark => mark.textContent)")
+    assert "呼吸" in marked and "困难" in marked
+    footer = page.locator("#timings").inner_text()
+    assert re.fullmatch(r"tokenize [\d.]+ ms \| encode [\d.]+ ms \| search [\d.]+ ms \| lexical [\d.]+ ms \| "
+                        r"fetch [\d.]+ ms \| total [\d.]+ ms", footer), footer
+    assert page.locator("#mode input[value='hybrid']").is_checked()
+    _screenshot(page, "serve-zh", tmp_path)
+
+
+def test_english_query_on_icd_then_switch_mode(page: Any, served: str, tmp_path: Path) -> None:
+    page.goto(served)
+    page.wait_for_selector("#index option[value='icd10']", state="attached")
+    page.select_option("#index", "icd10")
+    assert page.locator("#mode input[value='dense']").is_checked()  # icd10's default_mode
+    query = "chest pain when breathing"
+    page.fill("#q", query)
+    page.press("#q", "Enter")
+    _wait_for_results(page, query)
+    first = page.locator("#results > li").first
+    assert first.locator("a.code").inner_text() == "R07.1"
+    # Every language the collection's meta holds, each marked with its language.
+    languages = first.locator("dd[lang]").evaluate_all("items => items.map(item => item.lang)")
+    assert set(languages) >= {"en", "zh", "de", "fr", "es", "pt"}
+    assert first.locator("dd[lang='zh']").inner_text() == "呼吸时胸痛"
+    assert "Chapter XVIII" in first.inner_text()
+    assert "chest" in [text.lower() for text in page.eval_on_selector_all(
+        "#results mark", "marks => marks.map(mark => mark.textContent)")]
+    _screenshot(page, "serve-icd-results", tmp_path)
+
+    page.check("#mode input[value='hybrid']")
+    page.wait_for_function("() => document.querySelector('#status').textContent.includes('hybrid')")
+    expected = _api(served, q=query, index="icd10", mode="hybrid", k=10)
+    assert _result_ids(page) == [result["id"] for result in expected["results"]]
+    assert "lexical" in page.locator("#timings").inner_text()
+
+
+def test_icd_code_view_walks_to_the_parent(page: Any, served: str, tmp_path: Path) -> None:
+    page.goto(served + "#" + urlencode({"index": "icd10", "mode": "dense", "q": "chest pain when breathing"}))
+    _wait_for_results(page, "chest pain when breathing")
+    page.locator("#results > li a.code").first.click()
+    page.wait_for_selector("#doc:not([hidden]) h2")
+    assert page.locator("#doc h2 .code").inner_text() == "R07.1"
+    assert page.locator("#doc dd[lang='fr']").count() == 1
+    parent = page.locator("#doc .parent a.code")
+    assert parent.inner_text() == "R07"
+    parent.click()
+    page.wait_for_function("() => document.querySelector('#doc h2 .code')?.textContent === 'R07'")
+    children = page.eval_on_selector_all("#doc .children a.code", "links => links.map(link => link.textContent)")
+    assert "R07.1" in children and all(code.startswith("R07.") for code in children)
+    assert page.locator("#doc").inner_text().count("none: this is a category") == 1
+    _screenshot(page, "serve-icd-code", tmp_path)
+    page.go_back()
+    page.wait_for_function("() => document.querySelector('#doc h2 .code')?.textContent === 'R07.1'")
+
+
+def test_keyboard_alone(page: Any, served: str) -> None:
+    page.goto(served)
+    page.wait_for_selector("#index option[value='icd10']", state="attached")
+    page.locator("body").click(position={"x": 5, "y": 700})  # focus away from the box, then the shortcut
+    page.keyboard.press("/")
+    assert page.evaluate("document.activeElement.id") == "q"
+    page.keyboard.press("Tab")  # to the collection picker
+    assert page.evaluate("document.activeElement.id") == "index"
+    page.keyboard.press("ArrowDown")  # cmed-zh -> icd10
+    assert page.locator("#index").input_value() == "icd10"
+    page.keyboard.press("Shift+Tab")
+    page.keyboard.type("asthma")
+    page.keyboard.press("Enter")
+    _wait_for_results(page, "asthma")
+    for _ in range(12):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.matches('#results a.code')"):
+            break
+    else:
+        pytest.fail("Tab never reached a result's code link")
+    code = page.evaluate("document.activeElement.textContent")
+    page.keyboard.press("Enter")
+    page.wait_for_function("c => document.querySelector('#doc h2 .code')?.textContent === c", arg=code)
+    page.keyboard.press("Escape")
+    page.wait_for_function("() => document.querySelector('#doc').hidden")
+    assert page.locator("#results > li").count() == 10
+
+
+@pytest.mark.parametrize("viewport", [{"width": 1280, "height": 800}, {"width": 390, "height": 800}])
+def test_readable_at_desktop_and_narrow_widths(page: Any, served: str, tmp_path: Path,
+                                               viewport: dict[str, int]) -> None:
+    page.set_viewport_size(viewport)
+    page.goto(served + "#" + urlencode({"index": "icd10", "q": "心肌梗死"}))
+    _wait_for_results(page, "心肌梗死")
+    # Nothing wider than the window, and the search box and results stay in view.
+    assert page.evaluate("document.documentElement.scrollWidth") <= viewport["width"]
+    box = page.locator("#q").bounding_box()
+    assert box and box["x"] >= 0 and box["x"] + box["width"] <= viewport["width"]
+    assert page.locator("#results > li").first.is_visible()
+    # CJK text is laid out with a real font: a Han character is about as wide as it is tall, not a missing-glyph box.
+    width = page.evaluate("""() => { const span = document.createElement('span'); span.textContent = '心肌梗死';
+        document.body.append(span); const w = span.getBoundingClientRect().width; span.remove(); return w; }""")
+    assert width > 30
+    if viewport["width"] < 600:
+        _screenshot(page, "serve-narrow", tmp_path)
