@@ -274,3 +274,21 @@ def test_serve_command_warns_when_not_loopback(layout: dict[str, Any]) -> None:
         process.terminate()
         _, stderr = process.communicate(timeout=30)
     assert "warning: listening on 0.0.0.0: anyone who can reach this machine" in stderr
+
+
+def test_load_test_clients_and_cli_comparison(server: RunningServer, layout: dict[str, Any],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from edge.serve.loadtest import compare_with_cli, run_clients
+
+    work = [("tiny", mode, query) for mode in ("dense", "hybrid") for query in ("fever at night", "头痛 发烧", "asthma")]
+    report = run_clients(f"http://{server.host}/", work, clients=2, seconds=1.0)
+    assert report["errors"] == 0 and report["requests"] > len(work)
+    assert 0 < report["latency_ms"]["p50"] <= report["latency_ms"]["p99"]
+    assert set(report["answers"]) == set(work)
+    monkeypatch.setenv("CARE_EDGE_INDEX_DIR", str(layout["index_root"]))
+    same = compare_with_cli([sys.executable, "-m", "edge"], report["answers"], sample=3)
+    assert same == {"compared": 3, "mismatches": 0, "mismatch_examples": []}
+    # A changed answer is caught.
+    key = sorted(report["answers"])[0]
+    report["answers"][key] = {**report["answers"][key], "results": report["answers"][key]["results"][::-1]}
+    assert compare_with_cli([sys.executable, "-m", "edge"], report["answers"], sample=6)["mismatches"] == 1
