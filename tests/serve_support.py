@@ -58,21 +58,23 @@ class SourceFiles:
 
 
 def build_files_collection(directory: Path, encoder: QueryEncoder, sources: Path) -> tuple[Path, SourceFiles]:
-    """A collection like `care-edge index` writes: chunks with meta.source {path, page, heading}. One document's
-    file is removed afterwards, one has no source, one is an HTML file."""
+    """A collection like `care-edge index` writes: passages whose meta holds the source file's absolute path, page,
+    headings and character span. One document's file is removed afterwards, one names a data set instead of a file,
+    one is an HTML file."""
     sources.mkdir(parents=True, exist_ok=True)
     files = SourceFiles(sources / "asthma-guide.txt", sources / "notes.html", sources / "deleted.txt")
     files.text.write_text("Asthma inhaler dose for a child.\n", encoding="utf-8")
     files.html.write_text("<script>fetch('/api/health')</script>fever notes", encoding="utf-8")
     files.gone.write_text("soon gone", encoding="utf-8")
     rows = [
-        ("guide#1", "asthma inhaler dose for a child", {"path": str(files.text), "page": 1, "heading": "Dosing"}),
-        ("notes#1", "fever headache night", {"path": str(files.html), "heading": "Notes"}),
-        ("deleted#1", "cough virus vaccine", {"path": str(files.gone)}),
-        ("bare#1", "kidney liver stomach", None),
+        ("guide#1", "asthma inhaler dose for a child",
+         {"source": str(files.text), "page": 1, "headings": ["Children", "Dosing"], "span": [0, 31]}),
+        ("notes#1", "fever headache night", {"source": str(files.html), "headings": ["Notes"], "span": [0, 20]}),
+        ("deleted#1", "cough virus vaccine", {"source": str(files.gone), "span": [0, 19]}),
+        ("bare#1", "kidney liver stomach", {"source": "synthetic"}),
     ]
-    _write(directory, encoder, "files", [row[0] for row in rows], [row[1] for row in rows],
-           [{"source": source} if source else {} for _, _, source in rows], lexical=False)
+    _write(directory, encoder, "files", [row[0] for row in rows], [row[1] for row in rows], [row[2] for row in rows],
+           lexical=False)
     files.gone.unlink()
     return directory, files
 

@@ -18,7 +18,7 @@ from edge.docstore import Document
 from edge.errors import ArtifactError, BadInput, CareEdgeError
 from edge.search import check_mode
 from edge.serve import hierarchy
-from edge.serve.catalog import Catalog, CatalogEntry
+from edge.serve.catalog import Catalog, CatalogEntry, source_path
 from edge.text import clean_query
 
 # Limits of a server others may reach on a shared workstation. The query encoder reads at most a few dozen tokens,
@@ -167,27 +167,13 @@ def source_file(catalog: Catalog, params: Params) -> Reply:
 
 
 def recorded_source_path(entry: CatalogEntry, found: Document) -> Path:
-    source = found.meta.get("source")
-    raw = source.get("path") if isinstance(source, dict) else None
-    if not isinstance(raw, str) or not raw:
+    raw = source_path(found.meta)
+    if raw is None:
         raise NotFound(f"document {found.id!r} of collection {entry.name!r} records no source file")
     path = Path(raw)
-    if not path.is_absolute():
-        # A relative source path is relative to the folder the collection was built from, when the manifest says so.
-        assert entry.searcher is not None
-        root = _source_root(entry.searcher.collection.manifest)
-        if root is None:
-            raise NotFound(f"document {found.id!r} records a relative source path and the collection no source folder")
-        path = root / path
     if not path.is_file():
         raise NotFound(f"source file of {found.id!r} is no longer at {path}")
     return path
-
-
-def _source_root(manifest: Mapping[str, Any]) -> Path | None:
-    source = manifest.get("source")
-    root = source.get("root") if isinstance(source, dict) else None
-    return Path(root) if isinstance(root, str) and root else None
 
 
 ROUTES: dict[str, Callable[[Catalog, Params], Reply]] = {

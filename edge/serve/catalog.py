@@ -9,6 +9,7 @@ listed with its one-line error instead of stopping the server.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,7 +85,8 @@ def discover_collections(roots: list[CollectionRoot] | None = None) -> list[tupl
         except OSError:
             continue  # a root that does not exist (no user collections yet) holds nothing
         for child in children:
-            if not _is_collection_dir(child):
+            # Dot entries are work folders (`care-edge index` keeps its generations there), not collections.
+            if child.name.startswith(".") or not _is_collection_dir(child):
                 continue
             name = child.name if child.name not in taken else f"{root.origin}:{child.name}"
             taken.add(name)
@@ -92,12 +94,19 @@ def discover_collections(roots: list[CollectionRoot] | None = None) -> list[tupl
     return found
 
 
+def source_path(meta: dict[str, Any]) -> str | None:
+    """The file a passage came from, as `care-edge index` records it (``meta["source"]``, an absolute path); the
+    shipped collections name a data set there instead, which is not a path."""
+    source = meta.get("source")
+    return source if isinstance(source, str) and os.path.isabs(source) else None
+
+
 def _kind_of(collection: Collection, sample_size: int = 20) -> str:
     """What the page should render, judged from the first documents' meta."""
     metas = [document.meta for document in collection.fetch_by_id_prefix("", sample_size)]
     if metas and all(all(key in meta for key in CODE_META_KEYS) for meta in metas):
         return "codes"
-    if any(isinstance(meta.get("source"), dict) and "path" in meta["source"] for meta in metas):
+    if any(source_path(meta) is not None for meta in metas):
         return "files"
     return "documents"
 

@@ -125,20 +125,24 @@ function chapterLine(meta) {
 }
 
 function fileHref(index, doc) {
-  const source = doc.meta.source || {};
-  const page = Number.isInteger(source.page) && /\.pdf$/i.test(source.path || "") ? `#page=${source.page}` : "";
+  // A PDF viewer opens at #page=N; the server finds the file from the document id alone.
+  const page = Number.isInteger(doc.meta.page) && /\.pdf$/i.test(doc.meta.source) ? `#page=${doc.meta.page}` : "";
   return `/api/file?${new URLSearchParams({ index, id: doc.id })}${page}`;
 }
 
 function sourceLine(index, doc) {
-  const source = doc.meta.source;
-  if (typeof source === "string") return el("div", { class: "source", text: `source: ${source}` });
-  if (!source || typeof source !== "object" || !source.path) return null;
+  const meta = doc.meta;
+  if (typeof meta.source !== "string") return null;
+  if ((collections.get(index) || {}).kind !== "files") {
+    return el("div", { class: "source", text: `source: ${meta.source}` });
+  }
+  // A user's own file (`care-edge index`): its path as a link that opens it, then page and headings.
   const line = el("div", { class: "source" });
+  line.append(el("a", { href: fileHref(index, doc), target: "_blank", rel: "noopener", text: meta.source }));
   const details = [];
-  if (source.page != null) details.push(`page ${source.page}`);
-  if (source.heading) details.push(source.heading);
-  line.append(el("a", { href: fileHref(index, doc), target: "_blank", rel: "noopener", text: source.path }));
+  if (meta.page != null) details.push(`page ${meta.page}`);
+  if (Array.isArray(meta.headings) && meta.headings.length) details.push(meta.headings.join(" › "));
+  if (Array.isArray(meta.span)) details.push(`characters ${meta.span[0]}–${meta.span[1]}`);
   if (details.length) line.append(" · " + details.join(" · "));
   return line;
 }
