@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import urllib.request
@@ -47,12 +46,47 @@ def _no_network() -> None:
     page requests is checked by the route below instead."""
 
 
+NOTES_TEXT = ("Chest pain when breathing in: pleuritic pain, worse on a deep breath.\n"
+              "Ask about fever, cough and recent travel. 胸痛伴呼吸困难时先排除肺栓塞。\n")
+
+
+def _index_folder(root: Path) -> Path:
+    """The shipped collections (linked, not copied) plus a user's own collection as `care-edge index` writes one:
+    passages of a local text file, meta.source its absolute path, with page, headings and span. Its vectors come
+    from the shipped query encoder, which is aligned to the collections' document encoder."""
+    from edge import QueryEncoder
+    from edge.writers import write_collection
+
+    folder = root / "prebuilt_index"
+    folder.mkdir()
+    for entry in PREBUILT.iterdir():
+        if entry.name != "reports":
+            (folder / entry.name).symlink_to(entry)
+    notes = root / "documents" / "ward-notes.txt"
+    notes.parent.mkdir()
+    notes.write_text(NOTES_TEXT, encoding="utf-8")
+    passages = [line for line in NOTES_TEXT.splitlines() if line]
+    encoder = QueryEncoder(PREBUILT / "query_encoder")
+    spans, start = [], 0
+    for passage in passages:
+        spans.append([start, start + len(passage)])
+        start += len(passage) + 1
+    write_collection(
+        folder / "my-notes", name="my-notes", description="a local folder", document_encoder=encoder.alignment,
+        vectors=encoder.encode(passages).vectors, ids=[f"{notes}#{i}" for i in range(len(passages))],
+        texts=passages, metas=[{"source": str(notes), "page": 1, "headings": ["Ward notes", "Chest pain"],
+                                "span": span} for span in spans],
+        index_params={"dtype": "f32"}, licenses=[], created={"tool": "tests.test_serve_browser"})
+    return folder
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if not (PREBUILT / "default.json").is_file():
         _unavailable("no shipped collections (prebuilt_index/default.json)")
-    environment = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "CARE_EDGE_INDEX_DIR": str(PREBUILT),
-                   "HOME": str(tmp_path_factory.mktemp("home"))}
+    root = tmp_path_factory.mktemp("served")
+    environment = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "CARE_EDGE_INDEX_DIR": str(_index_folder(root)),
+                   "HOME": str(root)}
     process = subprocess.Popen([sys.executable, "-m", "edge", "serve", "--port", "0"], cwd=REPO_ROOT, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment)
     line = process.stdout.readline() if process.stdout else ""
@@ -239,3 +273,27 @@ def test_readable_at_desktop_and_narrow_widths(page: Any, served: str, tmp_path:
     assert width > 30
     if viewport["width"] < 600:
         _screenshot(page, "serve-narrow", tmp_path)
+
+
+def test_users_own_file_shows_its_source_and_opens(page: Any, served: str, browser: Any, tmp_path: Path) -> None:
+    page.goto(served)
+    page.wait_for_selector("#index option[value='my-notes']", state="attached")
+    page.select_option("#index", "my-notes")
+    query = "pain on a deep breath"
+    page.fill("#q", query)
+    page.press("#q", "Enter")
+    _wait_for_results(page, query)
+    first = page.locator("#results > li").first
+    assert "deep breath" in first.locator(".text").inner_text()
+    source = first.locator(".source")
+    assert "page 1" in source.inner_text() and "Ward notes › Chest pain" in source.inner_text()
+    link = source.locator("a")
+    assert link.inner_text().endswith("/documents/ward-notes.txt")
+    _screenshot(page, "serve-files", tmp_path)
+    with browser.expect_page() as opened:
+        link.click()
+    tab = opened.value
+    tab.wait_for_load_state()
+    assert tab.url.startswith(served + "api/file?index=my-notes&id=")
+    assert "pleuritic pain" in tab.locator("body").inner_text()
+    tab.close()
