@@ -5,7 +5,8 @@ view and its parent link, the keyboard alone, a narrow window, and no request le
 Needs ``/usr/bin/chromium`` (Debian: ``apt-get install -y chromium``; ``$CARE_EDGE_CHROMIUM`` names another) and the
 ``browser`` extra (Playwright's Python package; its own browser downloads are never used). Without them the tests
 skip with one line; ``CARE_EDGE_REQUIRE_BROWSER=1`` (CI) makes that a failure. ``CARE_EDGE_SCREENSHOTS=DIR`` keeps
-the screenshots of the main states there (the README's images come from ``make test-browser``).
+the screenshots of the main states there (the README's images come from ``make test-browser``);
+``CARE_EDGE_SERVE_COMMAND=dist/care-edge`` runs the same tests against the binary.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import urllib.request
@@ -87,7 +89,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     root = tmp_path_factory.mktemp("served")
     environment = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "CARE_EDGE_INDEX_DIR": str(_index_folder(root)),
                    "HOME": str(root)}
-    process = subprocess.Popen([sys.executable, "-m", "edge", "serve", "--port", "0"], cwd=REPO_ROOT, text=True,
+    command = shlex.split(os.environ.get("CARE_EDGE_SERVE_COMMAND", "")) or [sys.executable, "-m", "edge"]
+    process = subprocess.Popen([*command, "serve", "--port", "0"], cwd=REPO_ROOT, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment)
     line = process.stdout.readline() if process.stdout else ""
     match = re.search(r"http://127\.0\.0\.1:\d+/", line)
