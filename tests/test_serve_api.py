@@ -292,3 +292,13 @@ def test_load_test_clients_and_cli_comparison(server: RunningServer, layout: dic
     key = sorted(report["answers"])[0]
     report["answers"][key] = {**report["answers"][key], "results": report["answers"][key]["results"][::-1]}
     assert compare_with_cli([sys.executable, "-m", "edge"], report["answers"], sample=6)["mismatches"] == 1
+
+
+def test_connection_threads_stay_bounded(server: RunningServer) -> None:
+    import threading
+
+    # Each request below is a new connection; a thread per connection would also mean a SQLite connection each.
+    for _ in range(40):
+        assert server.get_json("/api/search?q=fever&k=1")[0] == 200
+    workers = [thread for thread in threading.enumerate() if thread.name.startswith("care-edge-serve")]
+    assert 0 < len(workers) <= 16

@@ -1,6 +1,6 @@
 """The loopback HTTP server: one page, its static files and the JSON API of :mod:`edge.serve.api`.
 
-The standard library's threading server: one thread per connection, no dependency added to the binary, and the
+The standard library's HTTP server with a fixed pool of connection threads: no dependency added to the binary, and the
 objects it serves (Searcher, Collection, QueryEncoder) are thread-safe. Security for a shared workstation:
 
 - bound to 127.0.0.1 unless another ``--host`` is asked for;
@@ -21,7 +21,8 @@ import socket
 import socketserver
 import sys
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -37,6 +38,8 @@ STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; ch
 MAX_URL_CHARS = 4096
 MAX_QUERY_FIELDS = 16
 SOCKET_TIMEOUT_S = 30
+# Browsers open up to 6 connections to a host; a few tabs and the load test fit.
+CONNECTION_WORKERS = 16
 LOOPBACK_NAMES = ("localhost",)
 # The page loads only its own files and talks only to this server.
 CONTENT_SECURITY_POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -120,14 +123,18 @@ class HostPolicy:
         return parsed.scheme == "http" and not parsed.path and self.allows_host(parsed.netloc)
 
 
-class CareEdgeServer(ThreadingHTTPServer):
-    daemon_threads = True
-    # Several browser tabs and clients at once; the listen queue, not the thread count, is what this bounds.
+class CareEdgeServer(HTTPServer):
+    """Connections are handled by a fixed pool of threads, not a thread per connection: each thread keeps its own
+    SQLite connection per collection (the doc store's thread-locals), so a pool keeps their number bounded however
+    long the server runs."""
+
     request_queue_size = 64
 
     def __init__(self, address: tuple[str, int], catalog: Catalog, *, host_argument: str,
-                 max_concurrent_searches: int, quiet: bool = True) -> None:
+                 max_concurrent_searches: int, quiet: bool = True, connection_workers: int = CONNECTION_WORKERS) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        # Before binding: a failed bind calls server_close, which shuts the pool down.
+        self.workers = ThreadPoolExecutor(max_workers=connection_workers, thread_name_prefix="care-edge-serve")
         super().__init__(address, RequestHandler)
         self.catalog = catalog
         self.static = load_static()
@@ -145,6 +152,26 @@ class CareEdgeServer(ThreadingHTTPServer):
     @property
     def port(self) -> int:
         return int(self.server_address[1])
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        self.workers.submit(self._handle_connection, request, client_address)
+
+    def _handle_connection(self, request: Any, client_address: Any) -> None:
+        try:
+            self.finish_request(request, client_address)
+        except Exception:  # noqa: BLE001  (a client that went away mid-answer; one line, never a traceback)
+            self.handle_error(request, client_address)
+        finally:
+            self.shutdown_request(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not self.quiet:
+            error = sys.exc_info()[1]
+            sys.stderr.write(f"care-edge serve: {client_address[0]}: {type(error).__name__}: {error}\n")
+
+    def server_close(self) -> None:
+        super().server_close()
+        self.workers.shutdown(wait=False, cancel_futures=True)
 
 
 class RequestHandler(BaseHTTPRequestHandler):
