@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator
@@ -302,3 +303,25 @@ def test_connection_threads_stay_bounded(server: RunningServer) -> None:
         assert server.get_json("/api/search?q=fever&k=1")[0] == 200
     workers = [thread for thread in threading.enumerate() if thread.name.startswith("care-edge-serve")]
     assert 0 < len(workers) <= 16
+
+
+def test_serve_open_starts_the_browser_on_its_url(layout: dict[str, Any], tmp_path: Path) -> None:
+    opened = tmp_path / "opened.txt"
+    browser = tmp_path / "browser.sh"
+    browser.write_text(f'#!/bin/sh\necho "$1" > {opened}\n', encoding="utf-8")
+    browser.chmod(0o755)
+    process = subprocess.Popen([sys.executable, "-m", "edge", "serve", "--port", "0", "--open"], cwd=REPO_ROOT,
+                               text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env={"PATH": "/usr/bin:/bin", "CARE_EDGE_INDEX_DIR": str(layout["index_root"]),
+                                    "HOME": str(tmp_path), "BROWSER": str(browser)})
+    try:
+        line = _first_line(process)
+        url = line.split(" at ")[1].split()[0]
+        for _ in range(100):
+            if opened.exists() and opened.read_text(encoding="utf-8").strip():
+                break
+            time.sleep(0.1)
+        assert opened.read_text(encoding="utf-8").strip() == url
+    finally:
+        process.terminate()
+        process.communicate(timeout=30)

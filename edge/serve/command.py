@@ -7,6 +7,7 @@ fast as before.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -49,6 +50,21 @@ def _positive(text: str, option: str) -> int:
     return value
 
 
+def _open_browser(url: str) -> None:
+    import webbrowser
+
+    if getattr(sys, "frozen", False):
+        # PyInstaller's bootloader points LD_LIBRARY_PATH at the bundle; the user's browser must start with their
+        # own. This process has loaded its libraries already, so changing it here affects only what it starts.
+        original = os.environ.pop("LD_LIBRARY_PATH_ORIG", None)
+        if original is None:
+            os.environ.pop("LD_LIBRARY_PATH", None)
+        else:
+            os.environ["LD_LIBRARY_PATH"] = original
+    if not webbrowser.open(url):
+        print(f"care-edge: note: no browser could be started: open {url} yourself", file=sys.stderr)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from edge.serve.catalog import Catalog
     from edge.serve.server import is_loopback, make_server
@@ -72,9 +88,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"care-edge: serving {ready} collection(s) at {url} (ready in {time.perf_counter() - started:.1f} s; "
           "Ctrl+C stops)", flush=True)
     if args.open:
-        import webbrowser
-
-        webbrowser.open(url)
+        _open_browser(url)
     try:
         server.serve_forever(poll_interval=0.5)
     except KeyboardInterrupt:
