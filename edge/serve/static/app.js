@@ -272,11 +272,13 @@ async function showDoc(state) {
 
 function syncModes(index, wanted) {
   const info = collections.get(index) || { modes: ["dense"], default_mode: "dense" };
-  let chosen = wanted && info.modes.includes(wanted) ? wanted : info.default_mode;
+  const chosen = wanted && info.modes.includes(wanted) ? wanted : info.default_mode;
   for (const input of els.mode.querySelectorAll("input")) {
     input.disabled = !info.modes.includes(input.value);
     input.checked = input.value === chosen;
-    input.parentElement.title = input.disabled ? "this collection has no keyword (BM25) table" : input.parentElement.title;
+    const label = input.parentElement;
+    label.dataset.title = label.dataset.title || label.title;
+    label.title = input.disabled ? "this collection has no keyword (BM25) table" : label.dataset.title;
   }
 }
 
