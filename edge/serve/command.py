@@ -11,6 +11,7 @@ import os
 import sys
 import time
 
+from edge.checks import parse_positive_int
 from edge.errors import BadInput
 
 DEFAULT_PORT = 8765
@@ -40,16 +41,6 @@ def _port(text: str) -> int:
     return value
 
 
-def _positive(text: str, option: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise BadInput(f"{option} must be a positive integer, got {text!r}")
-    return value
-
-
 def _open_browser(url: str) -> None:
     import webbrowser
 
@@ -70,8 +61,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from edge.serve.server import is_loopback, make_server
 
     port = _port(args.port)
-    threads = _positive(args.threads, "--threads")
-    max_concurrent = _positive(args.max_concurrent, "--max-concurrent")
+    threads = parse_positive_int(args.threads, "--threads")
+    max_concurrent = parse_positive_int(args.max_concurrent, "--max-concurrent")
     started = time.perf_counter()
     catalog = Catalog.load(encoder_dir=args.encoder, threads=threads)
     server = make_server(catalog, host=args.host, port=port, max_concurrent_searches=max_concurrent,
