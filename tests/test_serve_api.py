@@ -30,13 +30,15 @@ def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="module")
-def layout(tiny, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def layout(tiny, tmp_path_factory: pytest.TempPathFactory, build_encoder, build_collection) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("serve")
     index_root = root / "prebuilt_index"
     shutil.copytree(tiny.prebuilt, index_root)
     encoder = QueryEncoder(index_root / "query_encoder")
     build_code_collection(index_root / "codes", encoder)
     build_broken_collection(index_root / "broken", index_root / "tiny")
+    # A collection built for another query encoder: listed, with the alignment message, never searched.
+    build_collection(index_root / "other-encoder", build_encoder(root / "other-encoder-model", seed=7), count=20)
     user_root = root / "user" / "collections"
     _, files = build_files_collection(user_root / "my-notes", encoder, root / "user" / "documents")
     return {"index_root": index_root, "user_root": user_root, "files": files, "encoder": index_root / "query_encoder"}
@@ -64,17 +66,20 @@ def test_health_and_collections(server: RunningServer) -> None:
     status, health = server.get_json("/api/health")
     assert status == 200 and health["status"] == "ok"
     assert health["query_encoder"] == "tiny-query-encoder"
-    assert health["collections"] == {"available": 3, "unavailable": 1}
+    assert health["collections"] == {"available": 3, "unavailable": 2}
 
     status, listing = server.get_json("/api/collections")
     assert status == 200 and listing["default"] == "tiny"
     by_name = {item["name"]: item for item in listing["collections"]}
-    assert set(by_name) == {"broken", "codes", "tiny", "my-notes"}
+    assert set(by_name) == {"broken", "codes", "tiny", "my-notes", "other-encoder"}
     assert by_name["codes"]["kind"] == "codes" and by_name["codes"]["documents"] == 7
     assert by_name["my-notes"]["kind"] == "files" and by_name["my-notes"]["origin"] == "user"
     assert by_name["my-notes"]["modes"] == ["dense"]
     assert by_name["tiny"]["modes"] == ["dense", "hybrid"] and by_name["tiny"]["default"] is True
     assert by_name["broken"]["available"] is False and "vectors.usearch" in by_name["broken"]["error"]
+    assert by_name["other-encoder"]["available"] is False and "does not match" in by_name["other-encoder"]["error"]
+    status, body = _search(server, q="fever", index="other-encoder")
+    _assert_one_line_error(status, body, 503, "cannot be searched", "alignment_id")
 
 
 @pytest.mark.parametrize("mode", ["dense", "hybrid"])

@@ -67,8 +67,11 @@ def collection_roots() -> list[CollectionRoot]:
 
 
 def _is_collection_dir(directory: Path) -> bool:
+    path = directory / MANIFEST_FILE
+    if not path.is_file():  # a FIFO or device under that name would block or never end a read
+        return False
     try:
-        manifest = json.loads((directory / MANIFEST_FILE).read_text(encoding="utf-8"))
+        manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return False
     return isinstance(manifest, dict) and manifest.get("format") == COLLECTION_FORMAT
@@ -125,23 +128,27 @@ class Catalog:
              roots: list[CollectionRoot] | None = None) -> "Catalog":
         """Open the query encoder and every discovered collection. Raises ArtifactError when there is no query
         encoder or no collection at all (nothing to serve)."""
+        roots = roots if roots is not None else collection_roots()
         encoder = QueryEncoder(paths.resolve_encoder_dir(encoder_dir), threads=threads)
         entries = []
         for name, origin, directory in discover_collections(roots):
             entry = CatalogEntry(name=name, directory=directory, origin=origin)
+            collection = None
             try:
                 collection = Collection(directory)
                 entry.searcher = Searcher(collection, encoder)
                 entry.kind = _kind_of(collection)
             except CareEdgeError as exc:
-                entry.error = exc.message
+                entry.searcher, entry.error = None, exc.message
+                if collection is not None:
+                    collection.close()
             entries.append(entry)
         if not entries:
-            where = ", ".join(str(root.directory) for root in (roots or collection_roots()))
+            where = ", ".join(str(root.directory) for root in roots)
             raise ArtifactError(f"no collection under {where}: run `make prebuilt` or set {paths.ENV_INDEX_DIR}")
         # The page opens on default.json's collection, else on the first one that opened.
         usable = [entry.name for entry in entries if entry.searcher is not None]
-        index_roots = [root.directory for root in roots or collection_roots() if root.origin == "index"]
+        index_roots = [root.directory for root in roots if root.origin == "index"]
         defaults = paths.read_defaults(index_roots[0]) if index_roots else None
         default_name = defaults.collection if defaults and defaults.collection in usable else None
         return cls(encoder, entries, default_name or (usable[0] if usable else None))
