@@ -128,6 +128,7 @@ def test_host_policy_for_a_wildcard_bind() -> None:
         "/static/..\\..\\secret.txt",
         "/static//etc/passwd",
         "//etc/passwd",
+        "//localhost/static/app.js",
         "/etc/passwd",
         "/static/%2Fetc%2Fpasswd",
         "/static/app.js%00.html",

@@ -243,13 +243,14 @@ class RequestHandler(BaseHTTPRequestHandler):
             self.close_connection = True
             self._send_json(status, {"error": message}, head=head)
             return
-        parts = urlsplit(self.path)
-        if parts.path.startswith("/api/"):
-            self._api(parts.path, parts.query, head=head)
+        # Split by hand: urlsplit would read "//name/x" as a host and a path.
+        path, _, query = self.path.partition("#")[0].partition("?")
+        if path.startswith("/api/"):
+            self._api(path, query, head=head)
             return
-        static = self.server.static.get(parts.path)
+        static = self.server.static.get(path)
         if static is None:
-            self._send_json(404, {"error": f"not found: {parts.path[:100]}"}, head=head)
+            self._send_json(404, {"error": f"not found: {path[:100]}"}, head=head)
             return
         body, content_type = static
         self._send(200, body, content_type, head=head)
