@@ -59,7 +59,9 @@ function queryTerms(query) {
 function termsRegex(query) {
   const escape = (text) => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
   const hanOnly = new RegExp(`^[${HAN}]+$`, "u");
-  const parts = queryTerms(query).sort((a, b) => b.length - a.length).map((term) =>
+  // A one-letter word ("a", "i") would light up half a page; a single Han character is a word of its own.
+  const terms = queryTerms(query).filter((term) => hanOnly.test(term) || term.length > 1);
+  const parts = terms.sort((a, b) => b.length - a.length).map((term) =>
     hanOnly.test(term) ? escape(term) : `(?<![\\p{L}\\p{N}])${escape(term)}(?![\\p{L}\\p{N}])`);
   return parts.length ? new RegExp(parts.join("|"), "giu") : null;
 }
