@@ -166,7 +166,7 @@ class Collection:
         if self._lexical_index is None:
             raise ArtifactError(
                 f"collection '{self.name}' has no lexical table, so it cannot be searched in hybrid mode: use "
-                "--mode dense, or rebuild it with tools.build_index"
+                "--mode dense, or rebuild it with `python -m tools.build.index build`"
             )
         return self._lexical_index
 

@@ -45,7 +45,7 @@ class EncodeResult:
 
 
 # onnxruntime's CPU SkipLayerNormalization kernel is several times slower than the Add + LayerNormalization it
-# replaces on query-sized inputs (`python -m tools.kernel_bench` measures both), and the session would fuse them back
+# replaces on query-sized inputs (`python -m tools.experiments.kernel_bench` measures both), and the session would fuse them back
 # at load even when the file keeps them apart.
 DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
 

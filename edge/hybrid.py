@@ -16,7 +16,7 @@ Scoring: Okapi BM25 with Lucene's idf, summed over the query's tokens with repea
     idf(t) = ln(1 + (N - df + 0.5) / (df + 0.5))
     score(q, d) = sum_t idf(t) * tf(t, d) / (tf(t, d) + k1 * (1 - b + b * |d| / avgdl)),  k1 = 1.2, b = 0.75
 
-``tools.bm25`` (the evaluation's BM25) builds its in-memory index with :func:`count_postings` and scores with
+``tools.evaluate.bm25`` (the evaluation's BM25) builds its in-memory index with :func:`count_postings` and scores with
 :func:`term_weights`, so what is measured is what ships, to the last float64 rounding.
 
 Storage (why not SQLite FTS5: its bm25() is computed row by row over every matching document, which on the cmed-zh
@@ -26,7 +26,7 @@ row per token holding its posting list (document keys as little-endian delta-enc
 normalisation ``k1 * (1 - b + b * |d| / avgdl)`` as float64. A query reads one row per distinct token.
 
 Fusion: reciprocal rank fusion with k = 60 as in Cormack et al. (2009) over each side's top ``FUSION_DEPTH``
-(:func:`fuse_hybrid`); ``tools.eval_systems`` evaluates hybrid search through that same function. The measured
+(:func:`fuse_hybrid`); ``tools.evaluate.systems`` evaluates hybrid search through that same function. The measured
 figures of the shipped collections are in ``prebuilt_index/reports/eval-shipped.json``.
 """
 
@@ -217,7 +217,7 @@ class LexicalIndex:
                 if docs.size and (docs[-1] >= self.n_docs or docs.size != len(tfs)):
                     raise ValueError(f"posting list of {term!r} does not fit the collection")
                 lists[term] = (docs, term_weights(float(idf), np.frombuffer(tfs, dtype=np.uint8), norms[docs]))
-        for term in tokens:  # in query order, repeats included: the same float64 sums as tools.bm25
+        for term in tokens:  # in query order, repeats included: the same float64 sums as tools.evaluate.bm25
             found = lists.get(term)
             if found is not None:
                 out[found[0]] += found[1]

@@ -78,7 +78,7 @@ def test_stored_bm25_matches_a_hand_computed_ranking() -> None:
 
 
 def test_runtime_scores_equal_the_evaluation_bm25_exactly() -> None:
-    from tools.bm25 import BM25Index
+    from tools.evaluate.bm25 import BM25Index
 
     rng = np.random.default_rng(3)
     vocab = ["发热", "咳嗽", "胸痛", "头痛", "fever", "cough", "chest", "pain", "A00", "霍乱"]

@@ -4,7 +4,7 @@ view and its parent link, the keyboard alone, a narrow window, and no request le
 
 Needs ``/usr/bin/chromium`` (Debian: ``apt-get install -y chromium``; ``$CARE_EDGE_CHROMIUM`` names another) and the
 ``browser`` extra (Playwright's Python package; its own browser downloads are never used). Without them the tests
-skip with one line; ``CARE_EDGE_REQUIRE_BROWSER=1`` (CI) makes that a failure. ``CARE_EDGE_SCREENSHOTS=DIR`` keeps
+skip with one line (under ``CI=true``, as in CI, a skip is a failure). ``CARE_EDGE_SCREENSHOTS=DIR`` keeps
 the screenshots of the main states there (the README's images come from ``make test-browser``);
 ``CARE_EDGE_SERVE_COMMAND=dist/care-edge`` runs the same tests against the binary.
 """
@@ -37,9 +37,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 
 def _unavailable(reason: str) -> None:
-    if os.environ.get("CARE_EDGE_REQUIRE_BROWSER", "") not in ("", "0"):
-        pytest.fail(f"browser tests required but {reason}")
-    pytest.skip(f"browser tests skipped: {reason}")
+    pytest.skip(f"browser tests skipped: {reason}")  # a failure under CI=true (tests/conftest.py)
 
 
 @pytest.fixture(autouse=True)
