@@ -38,8 +38,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edge.checks import positive_int
 from edge.errors import BadInput
+from edge.limits import bench_threads_limit, check_threads
 from edge.search import Searcher, check_mode
 from edge.text import clean_query
 
@@ -87,7 +87,7 @@ def run_bench(
     ``mode``: "dense" or "hybrid"; None means the collection's default_mode."""
     if not queries:
         raise BadInput("bench needs at least one query")
-    positive_int(threads, "--threads")
+    check_threads(threads, "--threads", bench_threads_limit())
     mode = check_mode(searcher.collection.default_mode if mode is None else mode)
     warmup = list(queries[:WARMUP_QUERIES])
     for query in warmup:

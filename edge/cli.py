@@ -18,7 +18,6 @@ from typing import Any, NoReturn, Sequence
 
 from edge import formats as fmt
 from edge.bench import default_threads, format_report, run_bench
-from edge.checks import parse_positive_int
 from edge.collection import Collection
 from edge.encoder import QueryEncoder
 from edge.errors import ArtifactError, BadInput, CareEdgeError
@@ -27,7 +26,9 @@ from edge.paths import resolve_collection_dir, resolve_encoder_dir
 from edge.queryfile import read_queries_file
 from edge.serve.command import add_parser as add_serve_parser
 from edge.search import K_MAX, K_MIN, SearchResponse, Searcher, alignment_problem, check_k
-from edge.text import clean_query, one_line
+from edge.integrity import verify_files
+from edge.limits import bench_threads_limit, parse_threads
+from edge.text import argv_text, clean_query, one_line
 
 PROG = "care-edge"
 DEBUG_ENV = "CARE_EDGE_DEBUG"
@@ -146,11 +147,11 @@ def _open_searcher(index: str | None, encoder: str | None, threads: int) -> Sear
 
 def cmd_search(args: argparse.Namespace) -> int:
     k = _parse_k(args.k)
-    threads = parse_positive_int(args.threads, "--threads")
+    threads = parse_threads(args.threads, "--threads")
     if (args.query is None) == (args.queries_file is None):
         raise BadInput("give either a QUERY or --queries-file F (see `care-edge search --help`)")
     # Validate all input before loading anything, so bad input fails fast and with no partial output.
-    queries = read_queries_file(args.queries_file) if args.queries_file else [clean_query(args.query)]
+    queries = read_queries_file(args.queries_file) if args.queries_file else [clean_query(argv_text(args.query))]
     searcher = _open_searcher(args.index, args.encoder, threads)
     batch_mode = args.queries_file is not None
     for start in range(0, len(queries), BATCH_SIZE):
@@ -170,13 +171,14 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    threads = parse_positive_int(args.threads, "--threads")
+    threads = parse_threads(args.threads, "--threads")
     if bool(args.texts) == bool(args.file):
         raise BadInput("give either TEXT arguments or --file F (see `care-edge embed --help`)")
     if args.file:
         texts = read_queries_file(args.file)
     else:
-        texts = [clean_query(text, what=f"TEXT {number}") for number, text in enumerate(args.texts, start=1)]
+        texts = [clean_query(argv_text(text, what=f"TEXT {number}"), what=f"TEXT {number}")
+                 for number, text in enumerate(args.texts, start=1)]
     encoder = QueryEncoder(resolve_encoder_dir(args.encoder), threads=threads)
     result = encoder.encode(texts)
     for number, truncated in enumerate(result.truncated, start=1):
@@ -332,9 +334,10 @@ def _format_info(report: dict[str, Any]) -> str:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    threads = default_threads() if args.threads is None else parse_positive_int(args.threads, "--threads")
+    threads = (default_threads() if args.threads is None
+               else parse_threads(args.threads, "--threads", bench_threads_limit()))
     queries = read_queries_file(args.queries) if args.queries else None
-    intra_op_threads = parse_positive_int(args.intra_op_threads, "--intra-op-threads")
+    intra_op_threads = parse_threads(args.intra_op_threads, "--intra-op-threads")
     started = time.perf_counter()
     collection = Collection(resolve_collection_dir(args.index))
     opened = time.perf_counter()
@@ -346,6 +349,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         bench_file = searcher.collection.bench_queries_path
         if bench_file is None:
             raise BadInput(f"collection '{searcher.collection.name}' ships no bench_queries.txt: pass --queries F")
+        verify_files(searcher.collection.directory, searcher.collection.manifest, [fmt.BENCH_QUERIES_FILE])
         queries = read_queries_file(bench_file)
     report = run_bench(searcher, queries, threads=threads, open_ms=open_ms, encoder_load_ms=encoder_load_ms,
                        intra_op_threads=intra_op_threads, mode=args.mode)

@@ -22,6 +22,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -56,6 +57,24 @@ def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket.socket, "connect_ex", _refuse)
     monkeypatch.setattr(socket, "create_connection", _refuse)
     monkeypatch.setattr(socket, "getaddrinfo", _refuse)
+
+
+_STAMP_CACHE = Path(tempfile.mkdtemp(prefix="care-edge-stamps-"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Verified stamps (edge.integrity) go to a scratch directory, never the user's cache, from the first fixture on
+    (session fixtures open artifacts too); subprocesses inherit it."""
+    os.environ["CARE_EDGE_CACHE_DIR"] = str(_STAMP_CACHE)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(_STAMP_CACHE, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def stamp_cache_dir() -> Path:
+    return _STAMP_CACHE
 
 
 # A sitecustomize.py that gives subprocesses the same guard; its presence on PYTHONPATH arms it.

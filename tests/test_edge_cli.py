@@ -162,8 +162,8 @@ def test_corrupt_vectors_exit_3(run_cli, tiny_copy) -> None:
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     run_cli("search", "fever", prebuilt=tiny_copy.prebuilt).assert_error(3, "vectors.usearch: size")
     manifest = json.loads((tiny_copy.collection / formats.MANIFEST_FILE).read_text(encoding="utf-8"))
-    writers.write_manifest(tiny_copy.collection, manifest)  # now the size matches: usearch itself must refuse it
-    run_cli("search", "fever", prebuilt=tiny_copy.prebuilt).assert_error(3, "vectors.usearch is not a readable usearch index")
+    writers.write_manifest(tiny_copy.collection, manifest)  # now the size and hash match: the graph check refuses it
+    run_cli("search", "fever", prebuilt=tiny_copy.prebuilt).assert_error(3, "vectors.usearch is not a well-formed usearch index")
 
 
 def test_corrupt_docs_exit_3(run_cli, tiny_copy) -> None:
