@@ -83,10 +83,13 @@ def test_health_and_collections(server: RunningServer) -> None:
 
 
 @pytest.mark.parametrize("mode", ["dense", "hybrid"])
-def test_search_answers_what_the_cli_prints(server: RunningServer, run_cli, layout: dict[str, Any], mode: str) -> None:
+def test_search_answers_what_the_cli_prints(server: RunningServer, run_cli, layout: dict[str, Any], mode: str,
+                                           tmp_path: Path) -> None:
     queries = ["asthma inhaler for a child", "头痛 发烧", "fever at night"]
-    cli = run_cli("search", "--queries-file", "/dev/stdin", "--json", "-k", "7", "--mode", mode,
-                  prebuilt=layout["index_root"], stdin="\n".join(queries).encode("utf-8"))
+    queries_file = tmp_path / "queries.txt"
+    queries_file.write_text("\n".join(queries) + "\n", encoding="utf-8")
+    cli = run_cli("search", "--queries-file", queries_file, "--json", "-k", "7", "--mode", mode,
+                  prebuilt=layout["index_root"])
     assert cli.returncode == 0, cli.stderr
     expected = cli.json_lines()
     for query, want in zip(queries, expected):
