@@ -17,10 +17,14 @@ from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
 from edge import formats as fmt
-from edge.bench import default_threads, format_report, run_bench
+from edge.bench import (DEFAULT_ROUNDS, default_threads, ef_curve, format_ef_curve, format_report, parse_expansions,
+                         run_bench)
+from edge.bench_compare import compare_reports, format_comparison, load_report
+from edge.checks import parse_positive_int
 from edge.collection import Collection
 from edge.encoder import QueryEncoder
 from edge.errors import ArtifactError, BadInput, CareEdgeError
+from edge.files import atomic_write_json
 from edge.formats import SEARCH_MODES
 from edge.paths import resolve_collection_dir, resolve_encoder_dir
 from edge.queryfile import read_queries_file
@@ -91,8 +95,18 @@ def build_parser() -> argparse.ArgumentParser:
                        help="onnxruntime intra-op threads of the encoder for every pass (default 1)")
     bench.add_argument("--mode", choices=SEARCH_MODES, default=None,
                        help="search mode of the timed calls (default: the collection's default_mode)")
+    bench.add_argument("--rounds", default=str(DEFAULT_ROUNDS),
+                       help=f"sequential latency passes over the queries, each p50 kept (default {DEFAULT_ROUNDS})")
+    bench.add_argument("--ef-curve", metavar="EF,EF,...",
+                       help="instead: recall@10 and search time for each index expansion_search, e.g. 16,32,64,128")
+    bench.add_argument("--out", metavar="FILE", help="also write the JSON report to FILE (atomically)")
     bench.add_argument("--json", action="store_true", help="JSON output")
     bench.set_defaults(handler=cmd_bench)
+    bench_commands = bench.add_subparsers(dest="bench_command", parser_class=_OneLineParser, metavar="compare")
+    compare = bench_commands.add_parser("compare", help="bench reports side by side, ratios to the first")
+    compare.add_argument("reports", nargs="+", metavar="REPORT.json")
+    compare.add_argument("--json", action="store_true", help="JSON output")
+    compare.set_defaults(handler=cmd_bench_compare)
 
     add_serve_parser(commands)
     return parser
@@ -338,6 +352,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
                else parse_threads(args.threads, "--threads", bench_threads_limit()))
     queries = read_queries_file(args.queries) if args.queries else None
     intra_op_threads = parse_threads(args.intra_op_threads, "--intra-op-threads")
+    rounds = parse_positive_int(args.rounds, "--rounds")
+    expansions = parse_expansions(args.ef_curve) if args.ef_curve is not None else None
+    out = _checked_out_path(args.out)
     started = time.perf_counter()
     collection = Collection(resolve_collection_dir(args.index))
     opened = time.perf_counter()
@@ -351,12 +368,39 @@ def cmd_bench(args: argparse.Namespace) -> int:
             raise BadInput(f"collection '{searcher.collection.name}' ships no bench_queries.txt: pass --queries F")
         verify_files(searcher.collection.directory, searcher.collection.manifest, [fmt.BENCH_QUERIES_FILE])
         queries = read_queries_file(bench_file)
-    report = run_bench(searcher, queries, threads=threads, open_ms=open_ms, encoder_load_ms=encoder_load_ms,
-                       intra_op_threads=intra_op_threads, mode=args.mode)
+    if expansions is not None:
+        report = ef_curve(searcher, queries, expansions, mode=args.mode, rounds=rounds)
+    else:
+        report = run_bench(searcher, queries, threads=threads, open_ms=open_ms, encoder_load_ms=encoder_load_ms,
+                           intra_op_threads=intra_op_threads, mode=args.mode, rounds=rounds)
+    if out is not None:
+        atomic_write_json(out, report)
     if args.json:
         _print_json(report)
     else:
-        print(format_report(report))
+        print(format_ef_curve(report) if expansions is not None else format_report(report))
+    return 0
+
+
+def _checked_out_path(out: str | None) -> Path | None:
+    """--out FILE, refused before any measuring when its folder is missing or FILE is a folder."""
+    if out is None:
+        return None
+    path = Path(out)
+    if path.is_dir() or not path.parent.is_dir():
+        raise BadInput(f"--out {out}: {'is a folder' if path.is_dir() else 'its folder does not exist'}")
+    return path
+
+
+def cmd_bench_compare(args: argparse.Namespace) -> int:
+    if len(args.reports) < 2:
+        raise BadInput("bench compare needs at least two reports (see `care-edge bench compare --help`)")
+    reports = [load_report(path) for path in args.reports]
+    comparison = compare_reports(reports, args.reports)
+    if args.json:
+        _print_json(comparison)
+    else:
+        print(format_comparison(comparison))
     return 0
 
 

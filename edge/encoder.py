@@ -110,6 +110,11 @@ class QueryEncoder:
     def alignment_id(self) -> str:
         return str(self.manifest["alignment"]["alignment_id"])
 
+    def token_counts(self, texts: Sequence[str]) -> list[int]:
+        """How many tokens the model sees for each text (prompt and special tokens included, at most
+        ``max_tokens``): what a query's encoding time grows with."""
+        return [sum(self._tokenizer.encode(cap_chars(self.config.prompt + text)[0]).attention_mask) for text in texts]
+
     def verify(self) -> None:
         """Full sha256 of every file against the manifest; raises ArtifactError naming the first bad file."""
         fmt.check_files(self.directory, self.manifest, full_hash=True)

@@ -59,9 +59,11 @@ KEY_DTYPES = {"delta-u16": np.dtype("<u2"), "delta-u32": np.dtype("<u4")}
 # questions of the evaluation have about 200. The dense side truncates at its own max_tokens.
 MAX_QUERY_TOKENS = 256
 # Reciprocal rank fusion: k = 60 (Cormack et al., 2009); each side contributes its top FUSION_DEPTH (or top k when
-# a caller asks for more), which costs the ANN call about what a top-10 one does.
+# a caller asks for more). 30, not 100: measured through the runtime with k = 10, the shallower lists lose nothing on
+# cMedIR and Toyhom and gain on every ICD-10 language, because a deep list lets documents ranked low on both sides
+# outscore one ranked high on one side (prebuilt_index/reports/fusion-depth.json, docs/BENCHMARKS.md).
 FUSION_K = 60
-FUSION_DEPTH = 100
+FUSION_DEPTH = 30
 
 LEXICAL_TABLES_SQL = (
     f"CREATE TABLE {TERMS_TABLE} (term TEXT PRIMARY KEY, idf REAL NOT NULL, keys BLOB NOT NULL, tfs BLOB NOT NULL)"

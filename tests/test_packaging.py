@@ -369,6 +369,12 @@ def test_bundled_bench_matches_the_python_cli(binary: Path, bundled_prebuilt: Pa
     # ANN recall@10 against exact search on the bundled default's bench queries: 0.988 for the shipped cmed-zh
     # (`care-edge bench --json`, 200 queries, hybrid). Below the bar, the bundled index is not the one measured.
     assert frozen["recall_at_10"] >= BENCH_RECALL_AT_10_FLOOR, frozen["recall_at_10"]
+    # Benchmark mode: the two runs say how they ran, and agree on the machine and the artifacts they measured.
+    assert (frozen["software"]["runner"], python["software"]["runner"]) == ("binary", "python")
+    assert frozen["machine"]["isa"] == python["machine"]["isa"]
+    assert frozen["machine"]["cpu_model"] == python["machine"]["cpu_model"]
+    assert frozen["index"]["sha256"] == python["index"]["sha256"]
+    assert frozen["software"]["onnxruntime"] == python["software"]["onnxruntime"]
 
 
 @pytest.mark.slow
