@@ -112,7 +112,7 @@ prebuilt: setup-tools models
 		--student $(CARE_RUN)/stage2c-$(CARE_RECIPE) --out $(CARE_RUN)/qe-ship-$(CARE_RECIPE) --dims $(SHIP_DIMS) \
 		--name care-stage2c-$(CARE_RECIPE)
 	$(VPY) -m tools.build.index build --corpus icd10 --out $(CARE_RUN)/icd10 --dims $(SHIP_DIMS) \
-		--dtype $(SHIP_DTYPE) --expansion-search 128
+		--dtype $(SHIP_DTYPE) --expansion-search 256
 	$(VPY) -m tools.build.index build --corpus cmed-zh --out $(CARE_RUN)/cmed-zh --dims $(SHIP_DIMS) \
 		--dtype $(SHIP_DTYPE) --expansion-search 256 --default-mode hybrid
 

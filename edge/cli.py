@@ -29,7 +29,7 @@ from edge.formats import SEARCH_MODES
 from edge.paths import resolve_collection_dir, resolve_encoder_dir
 from edge.queryfile import read_queries_file
 from edge.serve.command import add_parser as add_serve_parser
-from edge.search import K_MAX, K_MIN, SearchResponse, Searcher, alignment_problem, check_k
+from edge.search import DEFAULT_K, K_MAX, K_MIN, SearchResponse, Searcher, alignment_problem, check_k
 from edge.integrity import verify_files
 from edge.limits import bench_threads_limit, parse_threads
 from edge.text import argv_text, clean_query, one_line
@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("query", nargs="?", help="the query text")
     search.add_argument("--queries-file", metavar="F", help="one query per line (text or JSON with a 'query' field)")
     _add_index_options(search)
-    search.add_argument("-k", default="10", help=f"results per query, {K_MIN}..{K_MAX} (default 10)")
+    search.add_argument("-k", default=str(DEFAULT_K), help=f"results per query, {K_MIN}..{K_MAX} (default {DEFAULT_K})")
     search.add_argument("--threads", default="1", help="onnxruntime intra-op threads (default 1)")
     search.add_argument("--mode", choices=SEARCH_MODES, default=None,
                         help="dense (query encoder + index) or hybrid (+ BM25 keyword search, fused); "

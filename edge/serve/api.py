@@ -16,7 +16,7 @@ from urllib.parse import quote
 from edge import __version__
 from edge.docstore import Document
 from edge.errors import ArtifactError, BadInput, CareEdgeError
-from edge.search import check_mode
+from edge.search import DEFAULT_K, check_mode
 from edge.serve import hierarchy
 from edge.serve.catalog import Catalog, CatalogEntry, source_path
 from edge.text import clean_query
@@ -26,7 +26,6 @@ from edge.text import clean_query
 MAX_QUERY_CHARS = 1000
 MAX_K = 100
 MAX_ID_CHARS = 200
-DEFAULT_K = 10
 # Files of a user's collection are served by their recorded source path only, with a type that cannot run script in
 # this origin: HTML and other markup come back as plain text.
 INLINE_TYPES = {".pdf": "application/pdf", ".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}

@@ -28,6 +28,7 @@ import numpy as np
 
 from edge.errors import ArtifactError, BadInput
 from edge.hybrid import FUSION_DEPTH, FUSION_K, fuse_hybrid, fusion_depth, reciprocal_rank_fusion as fuse_rankings
+from edge.search import DEFAULT_K
 from tools.build.doc_encoder import truncate_dims
 from tools.build.vectors import GgufVectors, OnnxQuerySide, symmetric_encoder
 from tools.evaluate.bm25 import BM25Index, tokenize
@@ -286,8 +287,7 @@ def reciprocal_rank_fusion(rankings: Sequence[np.ndarray], k: int = FUSION_K) ->
 
 class HybridSystem(System):
     """BM25 + a dense system (or a score fusion of two, ``tools.experiments.fusion_probe``), fused exactly as the runtime's hybrid
-    search fuses them (:func:`edge.hybrid.fuse_hybrid`: reciprocal rank, k = ``FUSION_K``, each side's top
-    ``fusion_depth(depth)``)."""
+    search fuses them (:func:`edge.hybrid.fuse_hybrid`; the head as ``care-edge search`` returns it: :func:`as_searched`)."""
 
     def __init__(self, name: str, lexical: BM25System, dense: System) -> None:
         self.name = name
@@ -296,14 +296,15 @@ class HybridSystem(System):
 
     def info(self) -> dict[str, Any]:
         return {"kind": "hybrid",
-                "fusion": f"reciprocal rank fusion, k={FUSION_K}, each side's top max(depth, {FUSION_DEPTH})",
+                "fusion": f"reciprocal rank fusion, k={FUSION_K}; top {DEFAULT_K} as searched (each side's top "
+                          f"{fusion_depth(DEFAULT_K)}), then each side's top max(depth, {FUSION_DEPTH})",
                 "parts": [self.lexical.name, self.dense.name]}
 
     def rank(self, queries: Sequence[str], corpus: Corpus, depth: int) -> list[np.ndarray]:
         deep = fusion_depth(depth)
         lexical = self.lexical.rank(queries, corpus, deep)
         dense = self.dense.rank(queries, corpus, deep)
-        return [fuse_hybrid(d, l, depth)[0] for l, d in zip(lexical, dense)]
+        return [as_searched(d, l, depth) for l, d in zip(lexical, dense)]
 
     def order(self, queries: Sequence[str], corpus: Corpus, candidates: Sequence[np.ndarray]) -> list[np.ndarray]:
         lexical = self.lexical.order(queries, corpus, candidates, matched_only=True)
@@ -313,5 +314,14 @@ class HybridSystem(System):
     def encode_one(self, text: str) -> None:
         self.lexical.encode_one(text)
         self.dense.encode_one(text)
+
+
+def as_searched(dense: np.ndarray, lexical: np.ndarray, depth: int) -> np.ndarray:
+    """A hybrid ranking of ``depth`` documents whose top ``DEFAULT_K`` are exactly what ``care-edge search`` returns
+    at its default k, then the rest of the depth-``depth`` fusion. The runtime fuses each side's top
+    ``fusion_depth(k)``, so a deeper request ranks its head differently; @10 metrics must see what a user sees."""
+    head = fuse_hybrid(dense, lexical, min(DEFAULT_K, depth))[0]
+    full = fuse_hybrid(dense, lexical, depth)[0]
+    return np.concatenate([head, full[~np.isin(full, head)]])[:depth]
 
 
