@@ -1,4 +1,4 @@
-"""``care-edge``: search, embed, info, bench and index on the command line.
+"""``care-edge``: search, embed, info, bench, index and serve on the command line.
 
 Every failure is one line on stderr and an exit code: 2 bad input or usage, 3 missing/corrupt/mismatched artifact,
 1 anything else (``CARE_EDGE_DEBUG=1`` adds the traceback).
@@ -29,6 +29,7 @@ from edge.formats import SEARCH_MODES
 from edge.index.cli import add_index_command
 from edge.paths import resolve_collection_dir, resolve_encoder_dir
 from edge.queryfile import read_queries_file
+from edge.serve.command import add_parser as add_serve_parser
 from edge.search import DEFAULT_K, K_MAX, K_MIN, SearchResponse, Searcher, alignment_problem, check_k
 from edge.integrity import verify_files
 from edge.limits import bench_threads_limit, parse_threads
@@ -108,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--json", action="store_true", help="JSON output")
     compare.set_defaults(handler=cmd_bench_compare)
     add_index_command(commands)
+    add_serve_parser(commands)
     return parser
 
 
