@@ -68,9 +68,9 @@ def build_files_collection(directory: Path, encoder: QueryEncoder, sources: Path
     files.gone.write_text("soon gone", encoding="utf-8")
     rows = [
         ("guide#1", "asthma inhaler dose for a child",
-         {"source": str(files.text), "page": 1, "headings": ["Children", "Dosing"], "span": [0, 31]}),
-        ("notes#1", "fever headache night", {"source": str(files.html), "headings": ["Notes"], "span": [0, 20]}),
-        ("deleted#1", "cough virus vaccine", {"source": str(files.gone), "span": [0, 19]}),
+         {"file": str(files.text), "page": 1, "headings": ["Children", "Dosing"], "span": [0, 31]}),
+        ("notes#1", "fever headache night", {"file": str(files.html), "headings": ["Notes"], "span": [0, 20]}),
+        ("deleted#1", "cough virus vaccine", {"file": str(files.gone), "span": [0, 19]}),
         ("bare#1", "kidney liver stomach", {"source": "synthetic"}),
     ]
     _write(directory, encoder, "files", [row[0] for row in rows], [row[1] for row in rows], [row[2] for row in rows],

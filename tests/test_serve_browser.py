@@ -52,7 +52,7 @@ NOTES_TEXT = ("Chest pain when breathing in: pleuritic pain, worse on a deep bre
 
 def _index_folder(root: Path) -> Path:
     """The shipped collections (linked, not copied) plus a user's own collection as `care-edge index` writes one:
-    passages of a local text file, meta.source its absolute path, with page, headings and span. Its vectors come
+    passages of a local text file, meta.file its absolute path, with page, headings and span. Its vectors come
     from the shipped query encoder, which is aligned to the collections' document encoder."""
     from edge import QueryEncoder
     from edge.writers import write_collection
@@ -74,7 +74,7 @@ def _index_folder(root: Path) -> Path:
     write_collection(
         folder / "my-notes", name="my-notes", description="a local folder", document_encoder=encoder.alignment,
         vectors=encoder.encode(passages).vectors, ids=[f"{notes}#{i}" for i in range(len(passages))],
-        texts=passages, metas=[{"source": str(notes), "page": 1, "headings": ["Ward notes", "Chest pain"],
+        texts=passages, metas=[{"file": str(notes), "page": 1, "headings": ["Ward notes", "Chest pain"],
                                 "span": span} for span in spans],
         index_params={"dtype": "f32"}, licenses=[], created={"tool": "tests.test_serve_browser"})
     return folder

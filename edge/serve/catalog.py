@@ -58,12 +58,8 @@ class CatalogEntry:
 
 def collection_roots() -> list[CollectionRoot]:
     """The folders whose sub-directories are collections: the index folder, then the user's data folder."""
-    roots = [CollectionRoot("index", paths.prebuilt_index_dir())]
-    # The user's collection folder exists only in runtimes that have `care-edge index`.
-    user_dir = getattr(paths, "user_collections_dir", None)
-    if callable(user_dir):
-        roots.append(CollectionRoot("user", Path(user_dir())))
-    return roots
+    return [CollectionRoot("index", paths.prebuilt_index_dir()),
+            CollectionRoot("user", paths.user_collections_dir())]
 
 
 def _is_collection_dir(directory: Path) -> bool:
@@ -98,9 +94,9 @@ def discover_collections(roots: list[CollectionRoot] | None = None) -> list[tupl
 
 
 def source_path(meta: dict[str, Any]) -> str | None:
-    """The file a passage came from, as `care-edge index` records it (``meta["source"]``, an absolute path); the
-    shipped collections name a data set there instead, which is not a path."""
-    source = meta.get("source")
+    """The file a passage came from, as `care-edge index` records it (``meta["file"]``, an absolute path). The
+    shipped collections name their data set in ``meta["source"]``, which is never served."""
+    source = meta.get("file")
     return source if isinstance(source, str) and os.path.isabs(source) else None
 
 

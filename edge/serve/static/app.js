@@ -128,19 +128,18 @@ function chapterLine(meta) {
 
 function fileHref(index, doc) {
   // A PDF viewer opens at #page=N; the server finds the file from the document id alone.
-  const page = Number.isInteger(doc.meta.page) && /\.pdf$/i.test(doc.meta.source) ? `#page=${doc.meta.page}` : "";
+  const page = Number.isInteger(doc.meta.page) && /\.pdf$/i.test(doc.meta.file) ? `#page=${doc.meta.page}` : "";
   return `/api/file?${new URLSearchParams({ index, id: doc.id })}${page}`;
 }
 
 function sourceLine(index, doc) {
   const meta = doc.meta;
-  if (typeof meta.source !== "string") return null;
-  if ((collections.get(index) || {}).kind !== "files") {
-    return el("div", { class: "source", text: `source: ${meta.source}` });
+  if (typeof meta.file !== "string") {
+    return typeof meta.source === "string" ? el("div", { class: "source", text: `source: ${meta.source}` }) : null;
   }
   // A user's own file (`care-edge index`): its path as a link that opens it, then page and headings.
   const line = el("div", { class: "source" });
-  line.append(el("a", { href: fileHref(index, doc), target: "_blank", rel: "noopener", text: meta.source }));
+  line.append(el("a", { href: fileHref(index, doc), target: "_blank", rel: "noopener", text: meta.file }));
   const details = [];
   if (meta.page != null) details.push(`page ${meta.page}`);
   if (Array.isArray(meta.headings) && meta.headings.length) details.push(meta.headings.join(" › "));
