@@ -36,7 +36,7 @@ test: setup-test
 SCREENSHOTS ?= build/screenshots
 test-browser: setup-test
 	$(PIP) -e '.[test,browser]'
-	@test -x /usr/bin/chromium || { test "$$(id -u)" = 0 && command -v apt-get >/dev/null && \
+	@{ test -x /usr/bin/chromium && fc-list 2>/dev/null | grep -qi wqy; } || { test "$$(id -u)" = 0 && command -v apt-get >/dev/null && \
 		DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium fonts-wqy-zenhei >/dev/null; } || \
 		echo "test-browser: chromium could not be installed (apt-get install -y chromium): the browser tests will skip"
