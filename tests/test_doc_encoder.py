@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tools.build.doc_encoder import EncodedBatch, VectorCache, length_batches, truncate_dims
-from tools.models.cache import EMBEDDINGGEMMA_Q8_0_SHA256, EMBEDDINGGEMMA_QUERY_PROMPT, ModelCache, cache_root
+from edge.index.gguf import EMBEDDINGGEMMA_Q8_0_SHA256, EncodedBatch, length_batches, truncate_dims
+from tools.build.doc_encoder import VectorCache
+from tools.models.cache import EMBEDDINGGEMMA_QUERY_PROMPT, ModelCache, cache_root
 
 FIXTURE = Path(__file__).parent / "fixtures" / "embeddinggemma_reference.npz"
 CACHE = ModelCache(cache_root())
@@ -60,7 +61,7 @@ needs_gguf = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def encoder():
-    from tools.build.doc_encoder import GGUFEncoder
+    from edge.index.gguf import GGUFEncoder
 
     return GGUFEncoder(CACHE.embeddinggemma_gguf, name="embeddinggemma-300m-q8_0")
 
@@ -76,7 +77,7 @@ def test_gguf_is_the_pinned_file(encoder):
 @needs_gguf
 def test_translation_scores_above_unrelated(encoder):
     texts = ["胸痛伴呼吸困难是什么原因", "What causes chest pain with shortness of breath", "糖尿病患者的饮食注意事项"]
-    v = encoder.embed(texts, EMBEDDINGGEMMA_QUERY_PROMPT).vectors
+    v = encoder.embed_batch(texts, EMBEDDINGGEMMA_QUERY_PROMPT).vectors
     assert v[0] @ v[1] > v[0] @ v[2] + 0.2
     assert v[1] @ v[0] > v[1] @ v[2] + 0.2
 
@@ -85,7 +86,7 @@ def test_translation_scores_above_unrelated(encoder):
 @needs_gguf
 def test_q8_0_matches_f32_reference(encoder):
     ref = np.load(FIXTURE)
-    vectors = encoder.embed([str(t) for t in ref["texts"]], EMBEDDINGGEMMA_QUERY_PROMPT).vectors
+    vectors = encoder.embed_batch([str(t) for t in ref["texts"]], EMBEDDINGGEMMA_QUERY_PROMPT).vectors
     cosines = np.sum(vectors * ref["vectors"], axis=1)
     assert cosines.min() >= 0.99, cosines
 
@@ -94,10 +95,10 @@ def test_q8_0_matches_f32_reference(encoder):
 @needs_gguf
 def test_truncation_keeps_prompt_and_fits(encoder):
     long_text = "胸痛" * 2000
-    fitted, truncated = encoder.fit(EMBEDDINGGEMMA_QUERY_PROMPT, long_text)
+    fitted, truncated = encoder.fit(long_text, EMBEDDINGGEMMA_QUERY_PROMPT)
     assert truncated and fitted.startswith(EMBEDDINGGEMMA_QUERY_PROMPT)
     assert encoder.count_tokens(fitted) <= encoder.max_tokens
-    batch = encoder.embed([long_text, "胸痛"], EMBEDDINGGEMMA_QUERY_PROMPT)
+    batch = encoder.embed_batch([long_text, "胸痛"], EMBEDDINGGEMMA_QUERY_PROMPT)
     assert batch.truncated == [True, False] and batch.vectors.shape == (2, 768)
 
 

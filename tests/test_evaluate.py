@@ -17,13 +17,14 @@ import pytest
 from conftest import CJK_CHARS, build_encoder_dir, make_documents
 
 from edge.encoder import QueryEncoder
-from tools.build.doc_encoder import EncodedBatch, VectorCache
+from edge.index.gguf import EMBEDDINGGEMMA_DOC_PROMPT, EncodedBatch
+from tools.build.doc_encoder import VectorCache
 from tools.build.vectors import gguf_identity
 from tools.data.records import Document
 from tools.data.tasks import LabeledText, ScoredPair, Task
 from tools.evaluate import cli as evaluate, report as eval_report, runner
 from tools.evaluate.systems import reciprocal_rank_fusion
-from tools.models.cache import EMBEDDINGGEMMA_DOC_PROMPT, EMBEDDINGGEMMA_QUERY_PROMPT, ModelCache, cache_root
+from tools.models.cache import EMBEDDINGGEMMA_QUERY_PROMPT, ModelCache, cache_root
 
 FAKE_GGUF_SHA = "f" * 64
 N_DOCS = 80

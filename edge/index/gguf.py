@@ -7,6 +7,9 @@ indexed here gets the shipped ``alignment_id`` and the shipped query encoder sea
 
 Truncation policy: the prompt is always kept; the text is cut at a character boundary so that prompt + text fit in
 ``max_tokens`` tokens (512 = n_ctx = n_batch = n_ubatch). Truncated texts are counted.
+
+The offline pipeline (``tools.build``) embeds its corpora, queries and training texts with this same encoder, passing
+the prompt per call, so a vector is the same whichever side computed it.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import sys
 import types
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 
@@ -93,12 +96,14 @@ def locate_gguf(explicit: str | os.PathLike[str] | None = None) -> Path:
     raise BadInput(f"no document encoder GGUF found (looked at {looked}): {INSTALL_HINT}")
 
 
-def gguf_identity(path: Path, sha256: str, full_dims: int, *, max_tokens: int = MAX_TOKENS) -> dict[str, Any]:
+def gguf_identity(path: Path, sha256: str, full_dims: int | None, *, max_tokens: int = MAX_TOKENS,
+                  name: str | None = None) -> dict[str, Any]:
     """The document_encoder description of a GGUF. The shipped EmbeddingGemma keeps its shipped name, so a user's
-    collection says exactly what the shipped ones say."""
-    name = EMBEDDINGGEMMA_NAME if sha256 == EMBEDDINGGEMMA_Q8_0_SHA256 else path.stem
+    collection says exactly what the shipped ones say; another GGUF is called ``name``, else its file stem."""
+    if sha256 == EMBEDDINGGEMMA_Q8_0_SHA256:
+        name = EMBEDDINGGEMMA_NAME
     return {
-        "name": name,
+        "name": name or path.stem,
         "kind": "gguf",
         "sha256": sha256,
         "prompt": EMBEDDINGGEMMA_DOC_PROMPT,
@@ -128,9 +133,24 @@ def length_batches(lengths: Sequence[int], max_tokens_per_batch: int, max_items:
     return batches
 
 
-# Tokens per llama_decode call: on 2 EPYC cores 128-token batches embedded cMedIR titles at ~426 tok/s against
-# ~294 tok/s for 512-token ones (non-causal attention over the whole batch costs more than batching saves).
+# Tokens per llama_decode call. Measured on 2 EPYC cores (EmbeddingGemma Q8_0, flash attention): 128-token
+# batches embed cMedIR titles at ~426 tok/s against ~294 tok/s for 512-token ones, whose non-causal attention over
+# the whole batch costs more than the batching saves. A longer text forms a batch of its own.
 BATCH_TOKENS = 128
+
+
+class Tokenising(Protocol):
+    max_tokens: int
+
+    def count_tokens(self, text: str) -> int: ...
+
+
+def plan_batches(encoder: Tokenising, texts: Sequence[str], prompt: str) -> list[list[int]]:
+    """The length-bucketed batches (of about BATCH_TOKENS tokens) that prompt + each text falls into. The same texts
+    always give the same batches, so a resumed or sharded build computes every vector in the batch an uninterrupted
+    one would."""
+    lengths = [min(encoder.count_tokens(prompt + t), encoder.max_tokens) for t in texts]
+    return length_batches(lengths, BATCH_TOKENS)
 
 
 def _provide_cpu_count() -> None:
@@ -146,10 +166,12 @@ def _provide_cpu_count() -> None:
 
 class GGUFEncoder:
     """An embedding GGUF in llama-cpp-python's embedding mode, with the document prompt, truncation and L2
-    normalisation of the shipped collections."""
+    normalisation of the shipped collections. ``prompt`` is the default; every method takes another one per call
+    (the offline pipeline embeds queries under the query prompt with the same model)."""
 
     def __init__(self, gguf_path: Path, *, sha256: str | None = None, n_threads: int | None = None,
-                 max_tokens: int = MAX_TOKENS, prompt: str = EMBEDDINGGEMMA_DOC_PROMPT) -> None:
+                 max_tokens: int = MAX_TOKENS, prompt: str = EMBEDDINGGEMMA_DOC_PROMPT,
+                 name: str | None = None) -> None:
         _provide_cpu_count()
         try:
             from llama_cpp import LLAMA_POOLING_TYPE_MEAN, Llama  # lazily: only indexing needs llama_cpp
@@ -181,43 +203,47 @@ class GGUFEncoder:
             raise BadInput(f"{self.path} cannot be loaded as a GGUF ({exc})") from None
         self.full_dims = int(self._llm.n_embd())
         self.identity = gguf_identity(self.path, sha256 or sha256_of(self.path), self.full_dims,
-                                      max_tokens=max_tokens)
+                                      max_tokens=max_tokens, name=name)
         self.identity["prompt"] = prompt
 
     def count_tokens(self, text: str) -> int:
         return len(self._llm.tokenize(text.encode("utf-8"), add_bos=True, special=False))
 
-    def fit(self, text: str) -> tuple[str, bool]:
+    def fit(self, text: str, prompt: str | None = None) -> tuple[str, bool]:
         """prompt + text, cut at a character boundary to fit max_tokens (the truncation policy above)."""
-        full = self.prompt + text
+        prompt = self.prompt if prompt is None else prompt
+        full = prompt + text
         if self.count_tokens(full) <= self.max_tokens:
             return full, False
         lo, hi = 0, len(text)  # the longest prefix that fits
         while lo < hi:
             mid = (lo + hi + 1) // 2
-            if self.count_tokens(self.prompt + text[:mid]) <= self.max_tokens:
+            if self.count_tokens(prompt + text[:mid]) <= self.max_tokens:
                 lo = mid
             else:
                 hi = mid - 1
-        return self.prompt + text[:lo], True
+        return prompt + text[:lo], True
 
-    def embed_batch(self, texts: Sequence[str]) -> EncodedBatch:
-        """One llama_decode call's worth of texts (callers plan batches with :meth:`embed`)."""
-        fitted = [self.fit(t) for t in texts]
+    def plan(self, texts: Sequence[str], prompt: str | None = None) -> list[list[int]]:
+        """The batches :meth:`embed` embeds ``texts`` in (see :func:`plan_batches`)."""
+        return plan_batches(self, texts, self.prompt if prompt is None else prompt)
+
+    def embed_batch(self, texts: Sequence[str], prompt: str | None = None) -> EncodedBatch:
+        """One llama_decode call's worth of texts (callers plan batches with :meth:`plan`, or use :meth:`embed`)."""
+        fitted = [self.fit(t, prompt) for t in texts]
         if not fitted:
             return EncodedBatch(np.zeros((0, self.full_dims), np.float32), [])
         raw = self._llm.embed([f for f, _ in fitted], normalize=False, truncate=False)
         return EncodedBatch(l2_normalize(np.asarray(raw, dtype=np.float32)), [t for _, t in fitted])
 
-    def embed(self, texts: Sequence[str]) -> EncodedBatch:
+    def embed(self, texts: Sequence[str], prompt: str | None = None) -> EncodedBatch:
         """Vectors of ``texts`` in their order, computed in length-bucketed batches of about BATCH_TOKENS tokens."""
         if not texts:
             return EncodedBatch(np.zeros((0, self.full_dims), np.float32), [])
-        lengths = [min(self.count_tokens(self.prompt + t), self.max_tokens) for t in texts]
         vectors = np.zeros((len(texts), self.full_dims), np.float32)
         truncated = [False] * len(texts)
-        for batch in length_batches(lengths, BATCH_TOKENS):
-            encoded = self.embed_batch([texts[i] for i in batch])
+        for batch in self.plan(texts, prompt):
+            encoded = self.embed_batch([texts[i] for i in batch], prompt)
             vectors[batch] = encoded.vectors
             for i, flag in zip(batch, encoded.truncated):
                 truncated[i] = flag

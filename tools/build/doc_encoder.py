@@ -1,11 +1,9 @@
-"""The document encoder: an embedding GGUF run with llama-cpp-python, plus the text-keyed vector cache.
+"""The text-keyed vector cache of the document encoders, and the symmetric ONNX encoder on the document side.
 
 Layers, bottom up: llama-cpp-python's `Llama(embedding=True)` does tokenisation and multi-sequence batches;
-`GGUFEncoder` adds the prompt, the truncation policy, length bucketing and L2 normalisation; `VectorCache` makes
-every vector computed once per (encoder, prompt, text), so builds resume and re-runs re-embed nothing.
-
-Truncation policy: the prompt is always kept; the text is cut at a character boundary so that prompt + text fit in
-`max_tokens` tokens (512 = n_ctx = n_batch = n_ubatch). Truncated texts are counted and reported.
+`edge.index.gguf.GGUFEncoder` (the one GGUF encoder, shared with `care-edge index`) adds the prompt, the truncation
+policy, length bucketing and L2 normalisation; `VectorCache` makes every vector computed once per (encoder, prompt,
+text), so builds resume and re-runs re-embed nothing.
 """
 
 from __future__ import annotations
@@ -14,128 +12,17 @@ import hashlib
 import json
 import os
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from edge.files import atomic_write_bytes
-
-
-@dataclass(frozen=True)
-class EncodedBatch:
-    vectors: np.ndarray  # float32 [n, full_dims], L2-normalised
-    truncated: list[bool]
-
-
-def l2_normalize(vectors: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
-
-
-def truncate_dims(vectors: np.ndarray, dims: int) -> np.ndarray:
-    """Matryoshka truncation: keep the leading `dims` components and re-normalise."""
-    if dims > vectors.shape[1]:
-        raise ValueError(f"cannot truncate {vectors.shape[1]}-dim vectors to {dims} dims")
-    return l2_normalize(np.ascontiguousarray(vectors[:, :dims]))
-
-
-class GGUFEncoder:
-    """An embedding GGUF (EmbeddingGemma Q8_0 in production) in llama-cpp-python's embedding mode."""
-
-    def __init__(
-        self,
-        gguf_path: Path,
-        *,
-        name: str | None = None,
-        max_tokens: int = 512,
-        n_threads: int | None = None,
-        sha256: str | None = None,
-    ) -> None:
-        from llama_cpp import LLAMA_POOLING_TYPE_MEAN, Llama  # tools-only dependency
-
-        self.path = Path(gguf_path)
-        self.max_tokens = max_tokens
-        self._llm = Llama(
-            model_path=str(self.path),
-            embedding=True,
-            n_ctx=max_tokens,
-            n_batch=max_tokens,
-            n_ubatch=max_tokens,
-            n_threads=n_threads or os.cpu_count(),
-            n_threads_batch=n_threads or os.cpu_count(),
-            # Explicit, so that a GGUF without a pooling entry (a plain LM such as Gemma 3 270M in the tests) still
-            # gives one vector per text, the mean pooling the identity below declares.
-            pooling_type=LLAMA_POOLING_TYPE_MEAN,
-            flash_attn=True,  # measured ~15% more tokens/s on CPU; vectors agree to float rounding
-            verbose=False,
-        )
-        self.full_dims = int(self._llm.n_embd())
-        self.identity = {
-            "name": name or self.path.stem,
-            "kind": "gguf",
-            "sha256": sha256 or sha256_of(self.path),
-            "pooling": "mean",
-            "full_dims": self.full_dims,
-            "max_tokens": max_tokens,
-            "normalize": True,
-        }
-
-    def count_tokens(self, text: str) -> int:
-        return len(self._llm.tokenize(text.encode("utf-8"), add_bos=True, special=False))
-
-    def fit(self, prompt: str, text: str) -> tuple[str, bool]:
-        """prompt + text, cut at a character boundary to fit max_tokens (the documented truncation policy)."""
-        full = prompt + text
-        if self.count_tokens(full) <= self.max_tokens:
-            return full, False
-        lo, hi = 0, len(text)  # largest prefix length that fits
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if self.count_tokens(prompt + text[:mid]) <= self.max_tokens:
-                lo = mid
-            else:
-                hi = mid - 1
-        return prompt + text[:lo], True
-
-    def embed(self, texts: Sequence[str], prompt: str) -> EncodedBatch:
-        fitted = [self.fit(prompt, t) for t in texts]
-        if not fitted:
-            return EncodedBatch(np.zeros((0, self.full_dims), np.float32), [])
-        raw = self._llm.embed([f for f, _ in fitted], normalize=False, truncate=False)
-        return EncodedBatch(l2_normalize(np.asarray(raw, dtype=np.float32)), [t for _, t in fitted])
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(8 << 20):
-            digest.update(block)
-    return digest.hexdigest()
+from edge.index.gguf import EncodedBatch, l2_normalize, sha256_of
 
 
 def text_key(text: str) -> bytes:
     return hashlib.sha1(text.encode("utf-8")).digest()
-
-
-def length_batches(lengths: Sequence[int], max_tokens_per_batch: int, max_items: int = 64) -> list[list[int]]:
-    """Deterministic length-bucketed batches of indices. The same input always gives the same batches, so a resumed
-    or sharded build computes every vector in exactly the batch an uninterrupted build would."""
-    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
-    batches: list[list[int]] = []
-    current: list[int] = []
-    budget = 0
-    for i in order:
-        n = max(1, lengths[i])
-        if current and (budget + n > max_tokens_per_batch or len(current) >= max_items):
-            batches.append(current)
-            current, budget = [], 0
-        current.append(i)
-        budget += n
-    if current:
-        batches.append(current)
-    return batches
 
 
 class VectorCache:
@@ -218,6 +105,39 @@ class VectorCache:
         return out, n_truncated
 
 
+def embed_batches(encoder: Any, cache: VectorCache, texts: Sequence[str], batches: Sequence[Sequence[int]],
+                  prompt: str, *, tag: str, checkpoint_every: int = 256, progress: Any = None,
+                  stop_after_batches: int | None = None) -> int:
+    """Embed each batch of ``texts`` (indices into it, as planned by ``edge.index.gguf.plan_batches``) whole, one
+    ``encoder.embed_batch`` call each, and add the vectors to ``cache`` every ``checkpoint_every`` texts, in shard
+    files named with ``tag``. ``progress`` (a tqdm bar) is advanced per batch. Returns how many texts were embedded."""
+    embedded = 0
+    pending_texts: list[str] = []
+    pending: list[EncodedBatch] = []
+
+    def flush() -> None:
+        if pending_texts:
+            vectors = np.concatenate([p.vectors for p in pending])
+            truncated = [t for p in pending for t in p.truncated]
+            cache.add(pending_texts, EncodedBatch(vectors, truncated), tag=tag)
+            pending_texts.clear()
+            pending.clear()
+
+    for n_batches, batch in enumerate(batches):
+        if stop_after_batches is not None and n_batches >= stop_after_batches:
+            break
+        batch_texts = [texts[i] for i in batch]
+        pending.append(encoder.embed_batch(batch_texts, prompt))
+        pending_texts.extend(batch_texts)
+        embedded += len(batch_texts)
+        if progress is not None:
+            progress.update(len(batch_texts))
+        if len(pending_texts) >= checkpoint_every:
+            flush()
+    flush()
+    return embedded
+
+
 def _key_bytes(keys: np.ndarray) -> list[bytes]:
     """Shard keys as 20-byte digests. Shards store them as uint8 [n, 20]; early shards used numpy's "S20", which
     drops trailing NUL bytes on read, so those are padded back."""
@@ -236,9 +156,7 @@ class OnnxEncoder:
 
         probe = QueryEncoder(encoder_dir, threads=1)
         alignment = probe.alignment
-        if alignment.get("kind") != "onnx" or alignment.get("sha256") != _sha256_file_cached(
-            Path(encoder_dir) / "model.onnx"
-        ):
+        if alignment.get("kind") != "onnx" or alignment.get("sha256") != sha256_of(Path(encoder_dir) / "model.onnx"):
             raise SystemExit(f"error: {encoder_dir} is not a symmetric encoder (its alignment is another model)")
         self.prompt = alignment["prompt"]
         self.max_tokens = max_tokens
@@ -251,10 +169,7 @@ class OnnxEncoder:
     def count_tokens(self, text: str) -> int:
         return min(len(self._encoder._tokenizer.encode(text).ids), self.max_tokens)
 
-    def embed(self, texts: Sequence[str], prompt: str) -> EncodedBatch:
+    def embed_batch(self, texts: Sequence[str], prompt: str) -> EncodedBatch:
+        """One batch of the texts the vector cache plans (the same call shape as the GGUF encoder's)."""
         result = self._encoder.encode([prompt + t for t in texts])
         return EncodedBatch(l2_normalize(result.vectors), list(result.truncated))
-
-
-def _sha256_file_cached(path: Path) -> str:
-    return sha256_of(path)

@@ -35,23 +35,13 @@ import numpy as np
 from tqdm import tqdm
 
 from edge import formats, writers
+from edge.index.gguf import EMBEDDINGGEMMA_DOC_PROMPT, EncodedBatch, l2_normalize, plan_batches, truncate_dims
+from tools.build.doc_encoder import VectorCache, embed_batches
 from tools.provenance import created_info
-from tools.build.doc_encoder import EncodedBatch, VectorCache, l2_normalize, length_batches, truncate_dims
 from tools.data.icd10 import DEFAULT_ICD_LANGS
 from tools.data.records import DEFAULT_DATA_DIR, Document, read_jsonl
 from tools.data.registry import CORPORA, load_corpus
-from tools.models.cache import (
-    EMBEDDINGGEMMA_DOC_PROMPT,
-    EMBEDDINGGEMMA_QUERY_PROMPT,
-    LICENSES,
-    ModelCache,
-    cache_root,
-)
-
-# Tokens per llama_decode call. Measured on 2 EPYC cores (EmbeddingGemma Q8_0, flash attention): 128-token
-# batches embed cMedIR titles at ~426 tok/s against ~294 tok/s for 512-token ones, whose non-causal attention over
-# the whole batch costs more than the batching saves. A longer text forms a batch of its own.
-BATCH_TOKENS = 128
+from tools.models.cache import EMBEDDINGGEMMA_QUERY_PROMPT, LICENSES, ModelCache, cache_root
 
 
 @dataclass(frozen=True)
@@ -72,7 +62,7 @@ class Shard:
 
 def open_encoder(spec: str, cache: ModelCache, threads: int | None = None):
     """`embeddinggemma` | `gemma3-270m` (from the models cache) | `gguf:PATH`."""
-    from tools.build.doc_encoder import GGUFEncoder
+    from edge.index.gguf import GGUFEncoder
 
     manifest = cache.read_manifest()["models"]
     if spec in ("embeddinggemma", "gemma3-270m"):
@@ -97,11 +87,6 @@ def prompt_for(which: str, encoder=None) -> str:
     return {"document": EMBEDDINGGEMMA_DOC_PROMPT, "query": EMBEDDINGGEMMA_QUERY_PROMPT, "none": ""}[which]
 
 
-def plan_batches(encoder, texts: Sequence[str], prompt: str) -> list[list[int]]:
-    lengths = [min(encoder.count_tokens(prompt + t), encoder.max_tokens) for t in texts]
-    return length_batches(lengths, BATCH_TOKENS)
-
-
 def embed_texts(
     encoder,
     cache: VectorCache,
@@ -120,32 +105,10 @@ def embed_texts(
     todo = [b for b in mine if any(unique[i] not in cache for i in b)]
     total = sum(len(b) for b in mine)
     done_before = total - sum(len(b) for b in todo)
-    embedded = 0
-    pending_texts: list[str] = []
-    pending: list[EncodedBatch] = []
-
-    def flush() -> None:
-        if pending_texts:
-            vectors = np.concatenate([p.vectors for p in pending])
-            truncated = [t for p in pending for t in p.truncated]
-            cache.add(pending_texts, EncodedBatch(vectors, truncated), tag=f"s{shard.index}of{shard.count}-")
-            pending_texts.clear()
-            pending.clear()
-
     with tqdm(total=total, initial=done_before, unit="doc", desc=f"embed shard {shard.index}/{shard.count}",
               disable=not progress, smoothing=0.05) as bar:
-        for n_batches, batch in enumerate(todo):
-            if stop_after_batches is not None and n_batches >= stop_after_batches:
-                break
-            batch_texts = [unique[i] for i in batch]
-            pending.append(encoder.embed(batch_texts, prompt))
-            pending_texts.extend(batch_texts)
-            embedded += len(batch_texts)
-            bar.update(len(batch_texts))
-            if len(pending_texts) >= checkpoint_every:
-                flush()
-        flush()
-    return embedded
+        return embed_batches(encoder, cache, unique, todo, prompt, tag=f"s{shard.index}of{shard.count}-",
+                             checkpoint_every=checkpoint_every, progress=bar, stop_after_batches=stop_after_batches)
 
 
 def merge_caches(sources: Sequence[Path], destination: Path) -> int:
@@ -191,7 +154,7 @@ def seed_cache(collection_dir: Path, encoder, models_root: Path) -> int:
             return 0
         vectors = np.asarray(collection.index.get(keys[missing]), dtype=np.float32)
         chosen = [texts[i] for i in missing]
-        truncated = [encoder.fit(str(source["prompt"]), t)[1] for t in chosen]
+        truncated = [encoder.fit(t, str(source["prompt"]))[1] for t in chosen]
         cache.add(chosen, EncodedBatch(l2_normalize(vectors), truncated), tag="seed-")
         return len(chosen)
 
@@ -390,14 +353,14 @@ def report_throughput(encoder, texts: Sequence[str], prompt: str, n: int) -> int
     """Batched (length-bucketed, BATCH_TOKENS-token batches) against one text at a time, same texts, same run."""
     step = max(1, len(texts) // n)
     sample = list(texts[::step])[:n]
-    encoder.embed(sample[:2], prompt)  # warm-up
+    encoder.embed_batch(sample[:2], prompt)  # warm-up
     start = time.perf_counter()
     for i in plan_batches(encoder, sample, prompt):
-        encoder.embed([sample[k] for k in i], prompt)
+        encoder.embed_batch([sample[k] for k in i], prompt)
     batched = len(sample) / (time.perf_counter() - start)
     start = time.perf_counter()
     for text in sample:
-        encoder.embed([text], prompt)
+        encoder.embed_batch([text], prompt)
     single = len(sample) / (time.perf_counter() - start)
     print(json.dumps({"texts": len(sample), "batched_docs_per_s": round(batched, 2),
                       "single_docs_per_s": round(single, 2), "ratio": round(batched / single, 2)}))

@@ -17,17 +17,11 @@ import numpy as np
 from edge import formats
 from edge.encoder import QueryEncoder
 from edge.errors import ArtifactError, BadInput
-from tools.build.doc_encoder import EncodedBatch, VectorCache
+from edge.index import gguf
+from tools.build.doc_encoder import VectorCache, embed_batches
 from tools.models.cache import ModelCache
 
-GGUF_MAX_TOKENS = 512  # tools.build.doc_encoder.GGUFEncoder's limit (its vector-cache identity carries it)
 CHECKPOINT_EVERY = 256
-
-
-def _plan_batches(encoder: Any, texts: Sequence[str], prompt: str) -> list[list[int]]:
-    from tools.build.index import plan_batches as plan  # tools.build.index imports tqdm and the models registry
-
-    return plan(encoder, texts, prompt)
 
 
 def embed_needed(
@@ -47,33 +41,13 @@ def embed_needed(
     if not missing:
         return 0
     unique = sorted(set(plan_texts) | missing)
-    batches = [b for b in _plan_batches(encoder, unique, prompt) if any(unique[i] in missing for i in b)]
+    batches = [b for b in gguf.plan_batches(encoder, unique, prompt) if any(unique[i] in missing for i in b)]
     from tqdm import tqdm
 
-    embedded = 0
-    pending_texts: list[str] = []
-    pending: list[EncodedBatch] = []
-
-    def flush() -> None:
-        if pending_texts:
-            vectors = np.concatenate([p.vectors for p in pending])
-            truncated = [t for p in pending for t in p.truncated]
-            # The tag of an unsharded `tools.build.index embed`: the same batch gives the same shard file.
-            cache.add(pending_texts, EncodedBatch(vectors, truncated), tag="s0of1-")
-            pending_texts.clear()
-            pending.clear()
-
     with tqdm(total=sum(len(b) for b in batches), unit="text", desc=desc, disable=not progress) as bar:
-        for batch in batches:
-            texts = [unique[i] for i in batch]
-            pending.append(encoder.embed(texts, prompt))
-            pending_texts.extend(texts)
-            embedded += len(texts)
-            bar.update(len(texts))
-            if len(pending_texts) >= CHECKPOINT_EVERY:
-                flush()
-        flush()
-    return embedded
+        # The tag of an unsharded `tools.build.index embed`: the same batch gives the same shard file.
+        return embed_batches(encoder, cache, unique, batches, prompt, tag="s0of1-", checkpoint_every=CHECKPOINT_EVERY,
+                             progress=bar)
 
 
 def gguf_identity(spec: str, models: ModelCache) -> dict[str, Any] | None:
@@ -86,15 +60,8 @@ def gguf_identity(spec: str, models: ModelCache) -> dict[str, Any] | None:
         raise ArtifactError(
             f"{spec} is not in the models cache {models.root}: run `python -m tools.models fetch --only {spec}`"
         )
-    return {
-        "name": entry.get("name", models.path_of(spec).stem),
-        "kind": "gguf",
-        "sha256": entry["sha256"],
-        "pooling": "mean",
-        "full_dims": entry.get("dims"),
-        "max_tokens": GGUF_MAX_TOKENS,
-        "normalize": True,
-    }
+    path = models.path_of(spec)
+    return gguf.gguf_identity(path, entry["sha256"], entry.get("dims"), name=entry.get("name", path.stem))
 
 
 class GgufVectors:
@@ -146,7 +113,7 @@ class GgufVectors:
     def embed_one(self, text: str, prompt: str) -> None:
         if self._single is None:
             self._single = self._open(1)
-        self._single.embed([text], prompt)
+        self._single.embed_batch([text], prompt)
 
 
 class OnnxDocVectors:

@@ -11,7 +11,7 @@ Every system answers the same four calls, so the evaluator never asks what it is
 Scores are exact: brute-force cosine over all documents, BM25 over all documents; ties go to the lower index.
 
 Vectors: document vectors and GGUF vectors go through ``tools.build.doc_encoder.VectorCache`` (the cache that
-``tools.build.index embed`` fills), embedded in the batches ``tools.build.index.plan_batches`` plans over the whole
+``tools.build.index embed`` fills), embedded in the batches ``edge.index.gguf.plan_batches`` plans over the whole
 corpus, so a vector is the same whether the evaluator or the index builder computed it and nothing is embedded
 twice. ONNX query-side vectors are computed one text per call, as a device encodes a query: the INT8 graphs
 quantise activations per call, so a batched vector differs slightly from the one a device would compute.
@@ -29,11 +29,11 @@ import numpy as np
 from edge.errors import ArtifactError, BadInput
 from edge.hybrid import FUSION_DEPTH, FUSION_K, fuse_hybrid, fusion_depth, reciprocal_rank_fusion as fuse_rankings
 from edge.search import DEFAULT_K
-from tools.build.doc_encoder import truncate_dims
+from edge.index.gguf import EMBEDDINGGEMMA_DOC_PROMPT, truncate_dims
 from tools.build.vectors import GgufVectors, OnnxQuerySide, symmetric_encoder
 from tools.evaluate.bm25 import BM25Index, tokenize
 from tools.evaluate.metrics import top_k
-from tools.models.cache import EMBEDDINGGEMMA_DOC_PROMPT, EMBEDDINGGEMMA_QUERY_PROMPT, ModelCache
+from tools.models.cache import EMBEDDINGGEMMA_QUERY_PROMPT, ModelCache
 
 QUERY_CHUNK = 256  # queries scored per matrix product: bounds the [queries, documents] score matrix
 MEMO_CORPORA = 2  # corpora whose index / vectors a system keeps in memory (tasks sharing a corpus run together)
@@ -249,8 +249,9 @@ def llm_system(gguf: GgufVectors, *, dims: int, name: str = "llm") -> DenseSyste
         document_vectors=document_vectors,
         encode_one=lambda text: gguf.embed_one(text, EMBEDDINGGEMMA_QUERY_PROMPT),
         info={"kind": "dense", "dims": dims,
-              "query_encoder": {**gguf.identity, "prompt": EMBEDDINGGEMMA_QUERY_PROMPT, "threads_timed": 1},
-              "document_encoder": {**gguf.identity, "prompt": EMBEDDINGGEMMA_DOC_PROMPT}},
+              "query_encoder": {**gguf.identity, "prompt": EMBEDDINGGEMMA_QUERY_PROMPT, "dims": dims,
+                                "threads_timed": 1},
+              "document_encoder": {**gguf.identity, "prompt": EMBEDDINGGEMMA_DOC_PROMPT, "dims": dims}},
     )
 
 
@@ -272,7 +273,7 @@ def care_system(encoder_dir: Path, gguf: GgufVectors, *, threads: int, name: str
         document_vectors=lambda corpus: truncate_dims(gguf.vectors(corpus.texts, prompt, corpus.plan_texts), dims),
         encode_one=query_side.encode_one,
         info={"kind": "dense", "dims": dims, "query_encoder": query_side.info(),
-              "document_encoder": {**gguf.identity, "prompt": prompt}},
+              "document_encoder": {**gguf.identity, "prompt": prompt, "dims": dims}},
     )
 
 

@@ -24,7 +24,8 @@ import numpy as np
 
 import edge._native  # noqa: F401  (onnxruntime before usearch: see edge/_native.py)
 from edge.files import atomic_write_bytes, atomic_write_json
-from tools.build.doc_encoder import VectorCache, truncate_dims
+from edge.index.gguf import truncate_dims
+from tools.build.doc_encoder import VectorCache
 from tools.build.index import open_encoder, prompt_for
 from tools.data.icd10 import DEFAULT_ICD_LANGS
 from tools.data.records import DEFAULT_DATA_DIR

