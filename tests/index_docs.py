@@ -6,43 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-
-def _pdf_escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
+from edge.index.bench import write_pdf_pages
 
 
 def write_pdf(path: Path, pages: Sequence[Sequence[str]]) -> Path:
-    """A PDF whose pages show the given lines in Helvetica (a text layer, as a word processor's export has).
-    A page given no lines has no text at all, as a scanned page without OCR."""
-    objects: list[bytes] = []
-    n_pages = len(pages)
-    page_ids = [4 + 2 * i for i in range(n_pages)]
-    objects.append(b"<< /Type /Catalog /Pages 2 0 R >>")
-    kids = " ".join(f"{pid} 0 R" for pid in page_ids)
-    objects.append(f"<< /Type /Pages /Kids [{kids}] /Count {n_pages} >>".encode())
-    objects.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>")
-    for i, lines in enumerate(pages):
-        content_id = page_ids[i] + 1
-        objects.append(
-            f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 3 0 R >> >> "
-            f"/Contents {content_id} 0 R >>".encode())
-        ops = ["BT", "/F1 11 Tf", "14 TL", "72 740 Td"]
-        for line in lines:
-            ops.append(f"({_pdf_escape(line)}) Tj T*")
-        ops.append("ET")
-        stream = "\n".join(ops).encode("latin-1")
-        objects.append(b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream")
-    out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
-    offsets = []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    for offset in offsets:
-        out += b"%010d 00000 n \n" % offset
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
-    path.write_bytes(bytes(out))
+    """A PDF whose pages show the given lines (``edge.index.bench.write_pdf_pages``); a page given no lines has no
+    text at all, as a scanned page without OCR."""
+    write_pdf_pages(path, pages)
     return path
 
 

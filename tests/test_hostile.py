@@ -334,6 +334,17 @@ FAST_SPECIAL_FILE_CASES = [("collection manifest", "/dev/zero"), ("encoder manif
                            ("encoder config", "directory"), ("default.json", "fifo")]
 
 
+def _special_file(path: Path, kind: str) -> None:
+    """Put a file that is not a regular file at ``path``: a link to /dev/zero (endless), a FIFO (blocks a reader)
+    or a directory."""
+    if kind == "/dev/zero":
+        path.symlink_to("/dev/zero")
+    elif kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.mkdir()
+
+
 @pytest.mark.parametrize(("target", "kind"), [
     case if case in FAST_SPECIAL_FILE_CASES else pytest.param(*case, marks=pytest.mark.slow)
     for case in SPECIAL_FILE_CASES])
@@ -345,12 +356,7 @@ def test_special_files_in_place_of_artifacts(run_cli, tiny_copy, tmp_path: Path,
         "default.json": tiny_copy.prebuilt / "default.json",
     }[target]
     path.unlink()
-    if kind == "/dev/zero":
-        path.symlink_to("/dev/zero")
-    elif kind == "fifo":
-        os.mkfifo(path)
-    else:
-        path.mkdir()
+    _special_file(path, kind)
     run_cli("search", "fever", prebuilt=tiny_copy.prebuilt, timeout=30).assert_error(3)
     info = run_cli("info", prebuilt=tiny_copy.prebuilt, timeout=30)
     if target.startswith("encoder"):  # info describes the collection and notes what is wrong with the encoder
@@ -363,12 +369,7 @@ def test_special_files_in_place_of_artifacts(run_cli, tiny_copy, tmp_path: Path,
 @pytest.mark.parametrize("kind", ["/dev/zero", "fifo", "directory"])
 def test_special_files_as_queries_file(run_cli, cli_in_process, tmp_path: Path, kind: str) -> None:
     path = tmp_path / "queries"
-    if kind == "/dev/zero":
-        path.symlink_to("/dev/zero")
-    elif kind == "fifo":
-        os.mkfifo(path)
-    else:
-        path.mkdir()
+    _special_file(path, kind)
     run_cli("search", "--queries-file", path, timeout=30).assert_error(2, "not a regular file")
     cli_in_process("embed", "--file", path).assert_error(2, "not a regular file")
 

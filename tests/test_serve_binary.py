@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from serving import serve_process
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BINARY = Path(os.environ.get("CARE_EDGE_BINARY", REPO_ROOT / "dist" / "care-edge"))
@@ -51,18 +51,9 @@ def served_binary(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if not BINARY.is_file():
         pytest.skip(f"no binary at {BINARY}: run `make package`")
     home = tmp_path_factory.mktemp("home")
-    process = subprocess.Popen([str(BINARY), "serve", "--port", "0"], text=True, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, env={"PATH": "/usr/bin:/bin", "HOME": str(home),
-                                                            "XDG_CACHE_HOME": str(home / ".cache")})
-    line = process.stdout.readline() if process.stdout else ""
-    match = re.search(r"http://127\.0\.0\.1:\d+/", line)
-    if not match:
-        process.terminate()
-        pytest.fail(f"the binary's serve did not start: {line!r} {process.communicate(timeout=30)[1]!r}")
-    yield match.group(0)
-    process.terminate()
-    _, stderr = process.communicate(timeout=30)
-    assert "Traceback" not in stderr, stderr
+    environment = {"PATH": "/usr/bin:/bin", "HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache")}
+    with serve_process([str(BINARY)], env=environment, what="the binary's serve") as url:
+        yield url
 
 
 @pytest.fixture(autouse=True)

@@ -15,7 +15,6 @@ import json
 import os
 import re
 import shlex
-import subprocess
 import sys
 import urllib.request
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any, Iterator
 from urllib.parse import urlencode, urlsplit
 
 import pytest
+from serving import serve_process
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PREBUILT = REPO_ROOT / "prebuilt_index"
@@ -88,17 +88,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     environment = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "CARE_EDGE_INDEX_DIR": str(_index_folder(root)),
                    "HOME": str(root)}
     command = shlex.split(os.environ.get("CARE_EDGE_SERVE_COMMAND", "")) or [sys.executable, "-m", "edge"]
-    process = subprocess.Popen([*command, "serve", "--port", "0"], cwd=REPO_ROOT, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment)
-    line = process.stdout.readline() if process.stdout else ""
-    match = re.search(r"http://127\.0\.0\.1:\d+/", line)
-    if not match:
-        process.terminate()
-        pytest.fail(f"care-edge serve did not start: {line!r} {process.communicate(timeout=30)[1]!r}")
-    yield match.group(0)
-    process.terminate()
-    _, stderr = process.communicate(timeout=30)
-    assert "Traceback" not in stderr, stderr
+    with serve_process(command, env=environment, what="care-edge serve", cwd=REPO_ROOT) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

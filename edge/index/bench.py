@@ -67,7 +67,12 @@ def write_pdf(path: Path, title: str, paragraphs: Sequence[str], lines_per_page:
     lines = [title, ""]
     for paragraph in paragraphs:
         lines += textwrap.wrap(paragraph, 95) + [""]
-    pages = [lines[i:i + lines_per_page] for i in range(0, len(lines), lines_per_page)]
+    write_pdf_pages(path, [lines[i:i + lines_per_page] for i in range(0, len(lines), lines_per_page)])
+
+
+def write_pdf_pages(path: Path, pages: Sequence[Sequence[str]]) -> None:
+    """A PDF whose pages show the given lines in Helvetica (a text layer, as a word processor's export has), written
+    byte by byte as a PDF producer does. A page given no lines has no text at all, as a scanned page without OCR."""
     objects: list[bytes] = [b"<< /Type /Catalog /Pages 2 0 R >>", b"",
                             b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>"]
     page_ids = []

@@ -11,15 +11,7 @@ collections, one system per ``--shipped-modes`` mode: ANN + BM25 postings, see `
 clustering tasks embed both texts with a system's query side, as a device would; BM25 and the fusion have no vectors
 and sit those tasks out.
 
-Metrics: retrieval nDCG@10 (graded, unjudged = 0, ideal DCG from all judged labels), MRR@10, R@10, R@100 (relevant =
-gain >= the task's relevant gain), plus R@1/3/5 for ICD coding and their average over languages; rerank MAP, MRR@10,
-nDCG@10; STS Spearman (and Pearson) of cosine; pair classification AP (and best F1 / accuracy); classification
-accuracy and macro-F1 of a softmax-regression probe on frozen vectors; clustering V-measure of k-means with k = the
-number of labels. Scoring is brute force, so nothing depends on ANN parameters.
-
-Latency: each system encodes a fixed sample of queries (``--latency-queries``) one call at a time on one thread;
-p50 is the latency column and the plot's x axis. ``--quick`` subsamples queries, pairs and texts with a fixed seed
-(corpora stay whole). Metrics are deterministic: two runs over the same vector cache give identical numbers.
+Metrics, the latency sample and ``--quick`` subsampling: see ``tools.evaluate.runner``.
 """
 
 from __future__ import annotations
