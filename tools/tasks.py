@@ -30,6 +30,7 @@ from tools.corpora import (
     resolve_data_dir,
     stable_id,
 )
+from tools.icd_wording import WORDING_BUILDERS
 from tools.splits import (
     CMEDIR_RELEVANT_LABEL,
     chip_split,
@@ -357,6 +358,7 @@ _BUILDERS: dict[str, Callable[[Path], Task]] = {
     "chip-pairclass": _chip_pairclass,
     "toyhom-dept": _toyhom_dept,
     "icd-chapter-cluster": _icd_chapter_cluster,
+    **WORDING_BUILDERS,
 }
 
 ALL_TASKS: tuple[str, ...] = tuple(_BUILDERS)
