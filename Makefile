@@ -103,6 +103,7 @@ prebuilt: setup-tools models
 
 # The symmetric e5 baseline the evaluation compares with (the bootstrap's encoder, exported the same way).
 e5-symmetric: setup-tools models
+	test -d $(E5_PRUNED) || $(VPY) -m tools.vocab prune --model $(E5) --out $(E5_PRUNED)
 	test -d $(CARE_RUN)/e5-symmetric || $(VPY) -m tools.export --model $(E5_PRUNED) --out $(CARE_RUN)/e5-symmetric \
 		--prompt "query: " --max-tokens 64 --symmetric-passage-prompt "passage: " --name multilingual-e5-small-int8
 

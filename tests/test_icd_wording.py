@@ -93,3 +93,9 @@ def test_zero_shot_italian_queries_are_held_out_codes(split_codes) -> None:
     train, held = split_codes
     task = load_task("icd-zeroshot-it")
     assert len(task.queries) == 39 and set(task.queries) <= held and not set(task.queries) & train
+
+
+@pytest.mark.parametrize("name", ["icd-edition-zh", "icd-edition-es", "icd-zeroshot-it"])
+def test_every_shifted_query_is_an_eval_text(name) -> None:
+    held = splits.eval_texts()
+    assert all(splits.normalize_text(q) in held for q in load_task(name).queries.values())

@@ -10,7 +10,9 @@ A :class:`Task` carries what one benchmark needs, by kind:
 - ``sts``: ``pairs`` with a graded ``score``; ``pairclass``: ``pairs`` with score 1 (same) or 0 (different).
 - ``classification``: ``train`` and ``test`` labelled texts; ``clustering``: labelled ``test`` texts.
 
-Every query, pair sentence, classification test text and clustering text below is in ``tools.splits.eval_texts``.
+Every query, pair sentence, classification test text and clustering text below is in ``tools.splits.eval_texts``;
+so are the queries of the ICD wording-shift tasks of ``tools.icd_wording``, but for ``icd-children-*``, whose queries
+are category names (training texts, as its description says).
 """
 
 from __future__ import annotations
