@@ -71,6 +71,8 @@ MAX_QUERY_TOKENS = 256
 FUSION_K = 60
 FUSION_DEPTH = 100
 FUSION_KIND = "rrf"
+SCORE_FUSION_KIND = "scores"
+FUSION_KINDS = (FUSION_KIND, SCORE_FUSION_KIND)
 # What the postings index by default: the document text. A collection may record more (``search.lexical.fields``,
 # e.g. the names every language gives an ICD code, kept in meta), see :func:`lexical_text`.
 LEXICAL_TEXT_FIELD = "text"
@@ -322,17 +324,28 @@ def weighted_rrf(rankings: Sequence[np.ndarray], weights: Sequence[float], k: in
 
 @dataclass(frozen=True)
 class Fusion:
-    """How a hybrid search fuses its two rankings: reciprocal rank fusion, each side weighted. A collection records
-    its own in the manifest's ``search.fusion`` (:func:`fusion_from_manifest`); without one, plain RRF."""
+    """How a hybrid search fuses its two rankings (each side's top ``fusion_depth(k)``). A collection records its own
+    in the manifest's ``search.fusion`` (:func:`fusion_from_manifest`); without one, plain RRF.
 
+    - ``rrf``: weighted reciprocal rank fusion, ``dense_weight / (k + dense rank) + lexical_weight / (k + lexical
+      rank)``; the default (both weights 1) is Cormack et al.'s.
+    - ``scores``: a weighted sum of the two sides' scores, each scaled to its own list: the dense cosine min-max
+      over the dense list (its best 1, its last 0), BM25 divided by the list's best. Rank fusion ignores how far
+      apart two ranks are; on ICD-10, where a query's words often match many codes equally, the scores keep the
+      dense side's margin (``docs/experiments.md``). A document missing from one list scores 0 on that side.
+    """
+
+    kind: str = FUSION_KIND
     k: int = FUSION_K
     dense_weight: float = 1.0
     lexical_weight: float = 1.0
 
     def describe(self) -> dict[str, Any]:
         """The manifest's ``search.fusion`` block."""
-        return {"kind": FUSION_KIND, "k": self.k, "dense_weight": self.dense_weight,
-                "lexical_weight": self.lexical_weight}
+        block: dict[str, Any] = {"kind": self.kind}
+        if self.kind == FUSION_KIND:
+            block["k"] = self.k
+        return {**block, "dense_weight": self.dense_weight, "lexical_weight": self.lexical_weight}
 
 
 DEFAULT_FUSION = Fusion()
@@ -343,11 +356,14 @@ def fusion_from_manifest(block: object) -> Fusion:
     ValueError naming what is wrong otherwise."""
     if block is None:
         return DEFAULT_FUSION
-    if not isinstance(block, Mapping) or block.get("kind") != FUSION_KIND:
-        raise ValueError(f"'search.fusion' must be an object with kind {FUSION_KIND!r}, got {block!r}")
-    unknown = set(block) - {"kind", "k", "dense_weight", "lexical_weight"}
+    if not isinstance(block, Mapping) or block.get("kind") not in FUSION_KINDS:
+        raise ValueError(f"'search.fusion' must be an object with kind {' or '.join(map(repr, FUSION_KINDS))}, "
+                         f"got {block!r}")
+    kind = str(block["kind"])
+    allowed = {"kind", "dense_weight", "lexical_weight"} | ({"k"} if kind == FUSION_KIND else set())
+    unknown = set(block) - allowed
     if unknown:
-        raise ValueError(f"'search.fusion' has unknown keys {sorted(unknown)}")
+        raise ValueError(f"'search.fusion' of kind {kind!r} has unknown keys {sorted(unknown)}")
     k = block.get("k", FUSION_K)
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"'search.fusion.k' must be a positive integer, got {k!r}")
@@ -357,7 +373,27 @@ def fusion_from_manifest(block: object) -> Fusion:
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 < weight < float("inf"):
             raise ValueError(f"'search.fusion.{name}' must be a positive number, got {weight!r}")
         weights.append(float(weight))
-    return Fusion(k=k, dense_weight=weights[0], lexical_weight=weights[1])
+    return Fusion(kind=kind, k=k, dense_weight=weights[0], lexical_weight=weights[1])
+
+
+def score_fusion(dense_keys: np.ndarray, dense_scores: np.ndarray, lexical_keys: np.ndarray,
+                 lexical_scores: np.ndarray, dense_weight: float, lexical_weight: float
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Keys of a dense and a lexical best-first list ordered by ``dense_weight * min-max(cosine) + lexical_weight *
+    bm25 / best bm25`` (see :class:`Fusion`); ties to the lower key. Returns the keys and their fused scores."""
+    fused: dict[int, float] = {}
+    dense = np.asarray(dense_scores, dtype=np.float64)
+    if dense.size:
+        low, span = float(dense.min()), float(dense.max() - dense.min())
+        scaled = (dense - low) / span if span > 0 else np.ones_like(dense)
+        for key, value in zip(np.asarray(dense_keys).tolist(), scaled.tolist()):
+            fused[key] = dense_weight * value
+    lexical = np.asarray(lexical_scores, dtype=np.float64)
+    if lexical.size and lexical.max() > 0:
+        for key, value in zip(np.asarray(lexical_keys).tolist(), (lexical / lexical.max()).tolist()):
+            fused[key] = fused.get(key, 0.0) + lexical_weight * value
+    order = sorted(fused, key=lambda key: (-fused[key], key))
+    return (np.array(order, dtype=np.int64), np.array([fused[key] for key in order], dtype=np.float32))
 
 
 def fusion_depth(k: int) -> int:
@@ -365,11 +401,18 @@ def fusion_depth(k: int) -> int:
     return max(int(k), FUSION_DEPTH)
 
 
-def fuse_hybrid(dense_keys: np.ndarray, lexical_keys: np.ndarray, k: int, fusion: Fusion = DEFAULT_FUSION
+def fuse_hybrid(dense_keys: np.ndarray, lexical_keys: np.ndarray, k: int, fusion: Fusion = DEFAULT_FUSION,
+                dense_scores: np.ndarray | None = None, lexical_scores: np.ndarray | None = None
                 ) -> tuple[np.ndarray, np.ndarray]:
-    """The hybrid ranking the runtime returns: weighted reciprocal rank fusion (``fusion``) of the top
-    ``fusion_depth(k)`` of a dense and a lexical best-first ranking, cut to ``k``. Returns keys and fused scores."""
+    """The hybrid ranking the runtime returns: ``fusion`` of the top ``fusion_depth(k)`` of a dense and a lexical
+    best-first ranking, cut to ``k``. Score fusion needs both lists' scores. Returns keys and fused scores."""
     depth = fusion_depth(k)
-    keys, scores = weighted_rrf([np.asarray(dense_keys)[:depth], np.asarray(lexical_keys)[:depth]],
-                                [fusion.dense_weight, fusion.lexical_weight], fusion.k)
+    dense, lexical = np.asarray(dense_keys)[:depth], np.asarray(lexical_keys)[:depth]
+    if fusion.kind == FUSION_KIND:
+        keys, scores = weighted_rrf([dense, lexical], [fusion.dense_weight, fusion.lexical_weight], fusion.k)
+    else:
+        if dense_scores is None or lexical_scores is None:
+            raise ValueError(f"fusion kind {fusion.kind!r} needs the scores of both lists")
+        keys, scores = score_fusion(dense, np.asarray(dense_scores)[:depth], lexical, np.asarray(lexical_scores)[:depth],
+                                    fusion.dense_weight, fusion.lexical_weight)
     return keys[:k], scores[:k]

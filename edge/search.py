@@ -35,7 +35,8 @@ class SearchResult:
 class SearchResponse:
     """``query``: the cleaned query that was searched. ``timings_ms``: keys TIMING_KEYS; in a batch, every response
     carries the batch's stage times divided by the batch size. ``truncated``: the query exceeded max_tokens.
-    ``mode``: "dense" (scores are cosines) or "hybrid" (scores are fused reciprocal-rank scores)."""
+    ``mode``: "dense" (scores are cosines) or "hybrid" (scores are the fused scores of the collection's
+    ``search.fusion``: reciprocal-rank by default)."""
 
     query: str
     results: list[SearchResult]
@@ -148,5 +149,5 @@ class Searcher:
 
     @staticmethod
     def _fuse(dense: Hits, lexical: Hits, k: int, fusion: Fusion) -> Hits:
-        keys, scores = fuse_hybrid(dense.keys, lexical.keys, k, fusion)
+        keys, scores = fuse_hybrid(dense.keys, lexical.keys, k, fusion, dense.scores, lexical.scores)
         return Hits(keys=keys, scores=scores)

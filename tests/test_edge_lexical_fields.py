@@ -23,6 +23,7 @@ from edge.hybrid import (
     fusion_from_manifest,
     lexical_text,
     lexical_texts,
+    score_fusion,
     weighted_rrf,
 )
 from edge.search import Searcher
@@ -69,15 +70,33 @@ def test_fuse_hybrid_weighs_each_side() -> None:
     # A lexical side worth a quarter: lexical-only 4 falls behind every dense hit.
     assert fuse_hybrid(dense, lexical, 4, Fusion(lexical_weight=0.25))[0].tolist() == [3, 1, 2, 4]
     assert fusion_from_manifest(None) == Fusion()
-    assert fusion_from_manifest({"kind": "rrf", "k": 20, "lexical_weight": 0.5}) == Fusion(20, 1.0, 0.5)
-    assert fusion_from_manifest(Fusion(60, 1.0, 0.75).describe()) == Fusion(60, 1.0, 0.75)
+    assert fusion_from_manifest({"kind": "rrf", "k": 20, "lexical_weight": 0.5}) == Fusion(k=20, lexical_weight=0.5)
+    assert fusion_from_manifest(Fusion(k=60, lexical_weight=0.75).describe()) == Fusion(k=60, lexical_weight=0.75)
+    scores = Fusion("scores", dense_weight=0.7, lexical_weight=0.3)
+    assert scores.describe() == {"kind": "scores", "dense_weight": 0.7, "lexical_weight": 0.3}
+    assert fusion_from_manifest(scores.describe()) == scores
+
+
+def test_score_fusion_by_hand() -> None:
+    # Dense cosines 0.9, 0.8, 0.5 -> 1, 0.75, 0; BM25 10, 5 -> 1, 0.5.
+    dense_keys, dense_scores = np.array([1, 2, 3]), np.array([0.9, 0.8, 0.5], dtype=np.float32)
+    lexical_keys, lexical_scores = np.array([4, 3]), np.array([10.0, 5.0], dtype=np.float32)
+    keys, fused = fuse_hybrid(dense_keys, lexical_keys, 4, Fusion("scores", dense_weight=0.7, lexical_weight=0.3),
+                              dense_scores, lexical_scores)
+    # 1: 0.7; 2: 0.525; 3: 0 + 0.15; 4: 0.3.
+    assert keys.tolist() == [1, 2, 4, 3]
+    np.testing.assert_allclose(fused, [0.7, 0.525, 0.3, 0.15], rtol=1e-6)
+    assert score_fusion(np.array([7]), np.array([0.4]), np.array([], dtype=np.int64), np.array([]), 1, 1)[0].tolist() == [7]
+    with pytest.raises(ValueError, match="needs the scores"):
+        fuse_hybrid(dense_keys, lexical_keys, 4, Fusion("scores"))
 
 
 @pytest.mark.parametrize(
     "block, fragment",
-    [({"kind": "linear"}, "kind 'rrf'"), ({"kind": "rrf", "k": 0}, "search.fusion.k"),
+    [({"kind": "linear"}, "with kind 'rrf' or 'scores'"), ({"kind": "rrf", "k": 0}, "search.fusion.k"),
      ({"kind": "rrf", "lexical_weight": -1}, "lexical_weight"), ({"kind": "rrf", "dense_weight": True}, "dense_weight"),
-     ({"kind": "rrf", "depth": 5}, "unknown keys"), ("rrf", "kind 'rrf'")],
+     ({"kind": "rrf", "depth": 5}, "unknown keys"), ({"kind": "scores", "k": 60}, "unknown keys"),
+     ("rrf", "with kind 'rrf' or 'scores'")],
 )
 def test_bad_fusion_blocks_are_refused(block, fragment: str) -> None:
     with pytest.raises(ValueError, match=fragment):
@@ -136,6 +155,15 @@ def test_rewrite_lexical_indexes_meta_names_and_keeps_documents_and_vectors(tmp_
     expected = weighted_rrf([dense.keys, lexical.keys], [1.0, 0.5], 60)[0][:10].tolist()
     response = searcher.search(query, k=10)
     assert response.mode == "hybrid" and [r.key for r in response.results] == expected
+
+    # Score fusion, recorded the same way, is what the searcher then returns.
+    writers.rewrite_lexical(directory, fields=["text", "meta.names.*"],
+                            fusion=Fusion("scores", dense_weight=0.7, lexical_weight=0.3), created=created_info("t"))
+    searcher = Searcher(Collection(directory), QueryEncoder(tiny.encoder))
+    expected = score_fusion(dense.keys, dense.scores, lexical.keys, lexical.scores, 0.7, 0.3)[0][:10].tolist()
+    assert [r.key for r in searcher.search(query, k=10).results] == expected
+    writers.rewrite_lexical(directory, fields=["text", "meta.names.*"], fusion=Fusion(lexical_weight=0.5),
+                            created=created_info("tests"))
 
     # Rewriting again with the default fields gives back the original postings, and keeps mode and fusion.
     again = writers.rewrite_lexical(directory, fields=["text"], created=created_info("tests"))

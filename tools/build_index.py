@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from edge import formats, writers
 from edge.errors import CareEdgeError
-from edge.hybrid import DEFAULT_LEXICAL_FIELDS, FUSION_KIND, Fusion, check_lexical_fields, fusion_from_manifest
+from edge.hybrid import DEFAULT_LEXICAL_FIELDS, Fusion, check_lexical_fields, fusion_from_manifest
 from tools.provenance import created_info
 from tools import corpora
 from tools.doc_encoder import EncodedBatch, VectorCache, l2_normalize, length_batches, truncate_dims
@@ -289,16 +289,18 @@ def _parse_fields(value: str) -> tuple[str, ...]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _parse_weight(value: str) -> float:
+def _parse_fusion(value: str) -> Fusion:
+    """``KIND[:DENSE_WEIGHT,LEXICAL_WEIGHT]``, e.g. ``rrf`` (plain RRF), ``rrf:1,0.5``, ``scores:0.7,0.3``."""
+    kind, _, weights = value.partition(":")
+    block: dict[str, object] = {"kind": kind}
     try:
-        return fusion_from_manifest({"kind": FUSION_KIND, "lexical_weight": float(value)}).lexical_weight
+        if weights:
+            dense, lexical = (float(part) for part in weights.split(","))
+            block.update(dense_weight=dense, lexical_weight=lexical)
+        return fusion_from_manifest(block)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value!r}") from exc
-
-
-def _fusion(args: argparse.Namespace) -> Fusion | None:
-    weight = args.fusion_lexical_weight
-    return None if weight is None else Fusion(lexical_weight=weight)
+        raise argparse.ArgumentTypeError(f"expected KIND[:DENSE,LEXICAL] (e.g. scores:0.7,0.3), got {value!r}: "
+                                         f"{exc}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -320,8 +322,9 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--lexical-fields", type=_parse_fields, default=DEFAULT_LEXICAL_FIELDS,
                        help="what the BM25 postings index, comma-separated: text, meta.KEY, meta.KEY.* "
                        "(e.g. text,meta.names.* for every language's ICD name; default text)")
-        p.add_argument("--fusion-lexical-weight", type=_parse_weight,
-                       help="record search.fusion: weighted RRF (k 60), dense weight 1, this lexical weight")
+        p.add_argument("--fusion", type=_parse_fusion,
+                       help="record search.fusion, KIND[:DENSE,LEXICAL]: rrf (k 60) or scores, with the two sides' "
+                       "weights (e.g. scores:0.7,0.3; default: none recorded, plain RRF)")
 
     p = sub.add_parser("embed", help="embed a corpus (or one shard of it) into the vector cache")
     corpus_args(p)
@@ -376,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             manifest = writers.rewrite_lexical(args.collection, fields=args.lexical_fields,
                                                created=created_info("tools.build_index", command),
-                                               default_mode=args.default_mode, fusion=_fusion(args))
+                                               default_mode=args.default_mode, fusion=args.fusion)
         except CareEdgeError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return exc.exit_code
@@ -432,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
         lexical=not args.no_lexical,
         default_mode=args.default_mode,
         lexical_fields=args.lexical_fields,
-        fusion=_fusion(args),
+        fusion=args.fusion,
     )
     print(json.dumps({"out": str(args.out), "counts": manifest["counts"], "index": manifest["index"],
                       "search": manifest["search"]}))

@@ -46,8 +46,8 @@ PARENT_LANGS = ("en", "es", "fr", "pt", "de", "zh", "it")
 CHILDREN_LANGS = ("en", "es", "fr", "pt", "de", "zh")
 EDITION_LANGS = ("zh", "es")
 ZERO_SHOT_LANG = "it"
-PARENT_MAX_QUERIES = 300
-CHILDREN_MAX_QUERIES = 200
+PARENT_MAX_QUERIES = 200
+CHILDREN_MAX_QUERIES = 100
 # Ranking metrics of every wording task: R@1/R@5 as the ICD coding tasks report them, and the usual four.
 WORDING_METRICS = ("recall@1", "recall@5", "mrr@10", "ndcg@10", "recall@10", "recall@100")
 CAP_SEED = "care-edge/icd-wording/v1"

@@ -29,7 +29,7 @@ import numpy as np
 from edge import formats
 from edge.collection import Collection
 from edge.encoder import QueryEncoder
-from edge.hybrid import FUSION_DEPTH, FUSION_K, lexical_texts, weighted_rrf
+from edge.hybrid import FUSION_DEPTH, FUSION_K, lexical_texts, score_fusion, weighted_rrf
 from edge.text import clean_query
 from tools import metrics
 from tools.bm25 import BM25Index
@@ -77,18 +77,10 @@ def _lexical_only(dk, ds, lk, ls) -> np.ndarray:
 
 
 def _scores_convex(alpha: float) -> Callable[..., np.ndarray]:
-    """alpha * dense cosine (min-max over its list) + (1 - alpha) * BM25 / its best score."""
+    """alpha * dense cosine (min-max over its list) + (1 - alpha) * BM25 / its best score: the runtime's
+    ``scores`` fusion (``edge.hybrid.score_fusion``)."""
     def fuse(dk, ds, lk, ls) -> np.ndarray:
-        fused: dict[int, float] = {}
-        if len(ds):
-            span = float(ds[0] - ds[-1]) or 1.0
-            for key, s in zip(dk.tolist(), ds.tolist()):
-                fused[key] = alpha * (s - float(ds[-1])) / span
-        if len(ls):
-            top = float(ls[0]) or 1.0
-            for key, s in zip(lk.tolist(), ls.tolist()):
-                fused[key] = fused.get(key, 0.0) + (1 - alpha) * s / top
-        return np.array(sorted(fused, key=lambda key: (-fused[key], key)), dtype=np.int64)
+        return score_fusion(dk, ds, lk, ls, alpha, 1 - alpha)[0]
     return fuse
 
 
@@ -107,7 +99,9 @@ FUSIONS: dict[str, Callable[..., np.ndarray]] = {
     "rrf": _rrf(1.0, 1.0),
     **{f"rrf-lex{w}": _rrf(1.0, w) for w in (0.25, 0.5, 0.75, 1.5)},
     "rrf-k20": _rrf(1.0, 1.0, 20),
-    **{f"convex-{a}": _scores_convex(a) for a in (0.5, 0.7, 0.8)},
+    **{f"rrf-k20-lex{w}": _rrf(1.0, w, 20) for w in (0.5,)},
+    **{f"rrf-lex{w}": _rrf(1.0, w) for w in (0.3, 0.4)},
+    **{f"convex-{a}": _scores_convex(a) for a in (0.5, 0.6, 0.65, 0.7, 0.75, 0.8)},
     **{f"margin-{t}-{low}": _margin_rule(t, low) for t in (0.1, 0.25) for low in (0.25, 0.5)},
 }
 
@@ -166,6 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--encoder", type=Path, default=REPO / "prebuilt_index" / "query_encoder")
     parser.add_argument("--out", type=Path, default=REPO / "prebuilt_index" / "reports")
     parser.add_argument("--name", default="probe-lexical-fusion")
+    parser.add_argument("--field-sets", help="only these field sets (comma-separated labels of FIELD_SETS)")
     args = parser.parse_args(argv)
     encoder = QueryEncoder(args.encoder, threads=1)
     results: dict[str, Any] = {}
@@ -176,8 +171,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if collection_name not in prepared:
             directory = args.index_root / collection_name
             ids, texts, metas = _collection_docs(directory)
+            wanted = args.field_sets.split(",") if args.field_sets else list(FIELD_SETS[collection_name])
             indexes = {label: BM25Index(lexical_texts(texts, metas, fields))
-                       for label, fields in FIELD_SETS[collection_name].items()}
+                       for label, fields in FIELD_SETS[collection_name].items() if label in wanted or label == "text"}
             prepared[collection_name] = (Collection(directory), ids, indexes)
         collection, ids, indexes = prepared[collection_name]
         qids = sorted(task.queries)
