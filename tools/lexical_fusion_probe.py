@@ -40,8 +40,9 @@ from tools.tasks import load_task
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_TASKS = (
     "icd-parent-en,icd-parent-es,icd-parent-fr,icd-parent-pt,icd-parent-de,icd-parent-zh,icd-parent-it,"
-    "icd-edition-zh,icd-edition-es,icd-zeroshot-it,icd-children-en,icd-children-zh,"
-    "icd-coding-es,icd-coding-fr,icd-coding-pt,icd-coding-de,icd-coding-zh,cmedir-retrieval"
+    "icd-edition-zh,icd-edition-es,icd-zeroshot-it,icd-children-en,icd-children-es,icd-children-fr,icd-children-pt,"
+    "icd-children-de,icd-children-zh,icd-coding-es,icd-coding-fr,icd-coding-pt,icd-coding-de,icd-coding-zh,"
+    "cmedir-retrieval"
 )
 COLLECTION_OF_CORPUS = {"icd10": "icd10", "cmed-zh": "cmed-zh"}
 # Lexical texts tried per collection: the document text alone (what ships before this probe), and with the names
