@@ -26,13 +26,15 @@ run: setup-runtime
 	$(VENV)/bin/care-edge search "胸痛 呼吸困难" -k 5
 	$(VENV)/bin/care-edge search "chest pain when breathing" --index icd10 -k 5
 
+# The fast suite without the tools extra; the tests that need it (marked needs_tools) run in test-slow.
 test: setup-test
-	$(VPY) -m pytest -q
+	$(VPY) -m pytest -q -m "not slow and not needs_tools"
 
-# Real GGUF encoding and training on small real inputs (needs the tools extra and the small GGUF).
+# Real GGUF encoding and training on small real inputs, and the fast tests that need the tools extra (torch, bm25s).
+# The binary's tests (tests/test_packaging.py, slow) run in package-smoke, which builds the binary first.
 test-slow: setup-tools
 	$(VPY) -m tools.models fetch
-	$(VPY) -m pytest -q -m slow
+	$(VPY) -m pytest -q -m "slow or needs_tools" --ignore=tests/test_packaging.py
 
 models: setup-tools
 	$(VPY) -m tools.models fetch
@@ -42,12 +44,12 @@ E5 = $$($(VPY) -m tools.models path e5-small)
 E5_PRUNED = $$($(VPY) -m tools.models path e5-small-pruned)
 bootstrap: setup-tools
 	$(VPY) -m tools.models fetch --only e5-small
-	$(VPY) -m tools.vocab prune --model $(E5) --out $(E5_PRUNED)
+	$(VPY) -m tools.build.vocab prune --model $(E5) --out $(E5_PRUNED)
 	$(VPY) -m tools.export --model $(E5_PRUNED) --out prebuilt_index/query_encoder --prompt "query: " \
 		--max-tokens 64 --symmetric-passage-prompt "passage: " --name multilingual-e5-small-int8
-	$(VPY) -m tools.build_index build --corpus cmed-zh --encoder onnx:prebuilt_index/query_encoder \
+	$(VPY) -m tools.build.index build --corpus cmed-zh --encoder onnx:prebuilt_index/query_encoder \
 		--dims 384 --dtype f16 --expansion-search 128 --default-mode hybrid --out prebuilt_index/cmed-zh
-	$(VPY) -m tools.build_index build --corpus icd10 --encoder onnx:prebuilt_index/query_encoder \
+	$(VPY) -m tools.build.index build --corpus icd10 --encoder onnx:prebuilt_index/query_encoder \
 		--dims 384 --dtype f16 --expansion-search 512 --out prebuilt_index/icd10
 	printf '{"collection": "cmed-zh", "query_encoder": "query_encoder"}\n' > prebuilt_index/default.json
 
@@ -78,32 +80,32 @@ EVAL_TASKS = cmedir-retrieval,toyhom-qa,icd-coding-es,icd-coding-fr,icd-coding-p
 LLM_SKIPPED = llm:toyhom-qa,llm:icd-coding-es,llm:icd-coding-fr,llm:icd-coding-pt,llm:icd-coding-de,llm:icd-coding-zh,\
 	llm:kuake-qqr-sts
 prebuilt: setup-tools models
-	-$(VPY) -m tools.build_index seed-cache prebuilt_index/cmed-zh prebuilt_index/icd10
-	test -d $(E5_PRUNED) || $(VPY) -m tools.vocab prune --model $(E5) --out $(E5_PRUNED)
+	-$(VPY) -m tools.build.index seed-cache prebuilt_index/cmed-zh prebuilt_index/icd10
+	test -d $(E5_PRUNED) || $(VPY) -m tools.build.vocab prune --model $(E5) --out $(E5_PRUNED)
 	$(VPY) -m tools.train teacher stage1 $(STAGE1_DATA)
 	$(VPY) -m tools.train stage1 --student $(E5_PRUNED) --out $(CARE_RUN)/stage1-$(CARE_RECIPE) --dims $(CARE_DIMS) \
 		$(STAGE1_DATA) --epochs 1 --resume
-	$(VPY) -m tools.build_index embed --corpus cmedir-titles
-	$(VPY) -m tools.build_index embed --corpus icd10
+	$(VPY) -m tools.build.index embed --corpus cmedir-titles
+	$(VPY) -m tools.build.index embed --corpus icd10
 	$(VPY) -m tools.train teacher stage2 $(STAGE2_DATA)
 	$(VPY) -m tools.train stage2 --student $(CARE_RUN)/stage1-$(CARE_RECIPE) --out $(CARE_RUN)/stage2-$(CARE_RECIPE) \
 		$(STAGE2_DATA) --epochs 2 --resume
 	$(VPY) -m tools.train stage2 --student $(CARE_RUN)/stage2-$(CARE_RECIPE) --out $(CARE_RUN)/stage2c-$(CARE_RECIPE) \
 		$(STAGE2C_DATA) --epochs 2.5 --resume
-	$(VPY) -m tools.build_index embed --corpus cmed-zh
-	test -d $(CARE_RUN)/qe-stage1-$(CARE_RECIPE) || $(VPY) -m tools.train export \
+	$(VPY) -m tools.build.index embed --corpus cmed-zh
+	test -d $(CARE_RUN)/qe-stage1-$(CARE_RECIPE) || $(VPY) -m tools.export \
 		--student $(CARE_RUN)/stage1-$(CARE_RECIPE) --out $(CARE_RUN)/qe-stage1-$(CARE_RECIPE) --name care-stage1-$(CARE_RECIPE)
-	test -d $(CARE_RUN)/qe-ship-$(CARE_RECIPE) || $(VPY) -m tools.train export \
+	test -d $(CARE_RUN)/qe-ship-$(CARE_RECIPE) || $(VPY) -m tools.export \
 		--student $(CARE_RUN)/stage2c-$(CARE_RECIPE) --out $(CARE_RUN)/qe-ship-$(CARE_RECIPE) --dims $(SHIP_DIMS) \
 		--name care-stage2c-$(CARE_RECIPE)
-	$(VPY) -m tools.build_index build --corpus icd10 --out $(CARE_RUN)/icd10 --dims $(SHIP_DIMS) \
-		--dtype $(SHIP_DTYPE) --expansion-search 512 $(ICD10_SEARCH)
-	$(VPY) -m tools.build_index build --corpus cmed-zh --out $(CARE_RUN)/cmed-zh --dims $(SHIP_DIMS) \
+	$(VPY) -m tools.build.index build --corpus icd10 --out $(CARE_RUN)/icd10 --dims $(SHIP_DIMS) \
+		--dtype $(SHIP_DTYPE) --expansion-search 256 $(ICD10_SEARCH)
+	$(VPY) -m tools.build.index build --corpus cmed-zh --out $(CARE_RUN)/cmed-zh --dims $(SHIP_DIMS) \
 		--dtype $(SHIP_DTYPE) --expansion-search 256 --default-mode hybrid
 
 # The symmetric e5 baseline the evaluation compares with (the bootstrap's encoder, exported the same way).
 e5-symmetric: setup-tools models
-	test -d $(E5_PRUNED) || $(VPY) -m tools.vocab prune --model $(E5) --out $(E5_PRUNED)
+	test -d $(E5_PRUNED) || $(VPY) -m tools.build.vocab prune --model $(E5) --out $(E5_PRUNED)
 	test -d $(CARE_RUN)/e5-symmetric || $(VPY) -m tools.export --model $(E5_PRUNED) --out $(CARE_RUN)/e5-symmetric \
 		--prompt "query: " --max-tokens 64 --symmetric-passage-prompt "passage: " --name multilingual-e5-small-int8
 
@@ -115,7 +117,7 @@ care-eval: prebuilt e5-symmetric
 		--care-encoder $(CARE_RUN)/qe-stage1-$(CARE_RECIPE),$(CARE_RUN)/qe-ship-$(CARE_RECIPE) \
 		--latency-queries 100 --threads 2 --out prebuilt_index/reports --name eval-care
 
-# Every task of tools.tasks (retrieval, rerank, STS, ICD coding, MedQuAD, pair classification, the department probe,
+# Every task of tools.data.tasks (retrieval, rerank, STS, ICD coding, MedQuAD, pair classification, the department probe,
 # chapter clustering) for every system, brute force, in one run: the README's headline table. The GGUF's vectors
 # come from the text-keyed cache; on a fresh cache the LLM's query side and the LiveQA / MedQuAD answers take
 # hours on 2 cores, everything else minutes.
@@ -132,7 +134,7 @@ SHIPPED_TASKS = cmedir-retrieval,toyhom-qa,icd-coding-es,icd-coding-fr,icd-codin
 # rewrites only the lexical tables and the search block of the shipped collection (vectors and documents unchanged).
 ICD10_SEARCH = --lexical-fields 'text,meta.names.*' --fusion scores:0.6,0.4 --default-mode hybrid
 icd10-relex: setup-tools
-	$(VPY) -m tools.build_index relex --collection prebuilt_index/icd10 $(ICD10_SEARCH)
+	$(VPY) -m tools.build.index relex --collection prebuilt_index/icd10 $(ICD10_SEARCH)
 
 WORDING_TASKS = icd-parent-en,icd-parent-es,icd-parent-fr,icd-parent-pt,icd-parent-de,icd-parent-zh,icd-parent-it
 WORDING_TASKS := $(WORDING_TASKS),icd-children-en,icd-children-es,icd-children-fr,icd-children-pt,icd-children-de
@@ -166,10 +168,15 @@ clean:
 	rm -rf $(VENV) build dist *.egg-info
 
 # One offline binary (PyInstaller onefile) holding the runtime and prebuilt_index/; see packaging/README.md.
+# dist/care-edge.sources.sha256 records what the binary was built from (packaging/sources_digest.py).
 package: setup-runtime
 	$(PIP) -e '.[package]'
-	$(VPY) packaging/build.py
+	digest=$$($(VPY) packaging/sources_digest.py) && $(VPY) packaging/build.py && \
+		printf '%s\n' "$$digest" > dist/care-edge.sources.sha256
 
+# Rebuilds first when the binary is missing or edge/, packaging/, prebuilt_index/ or pyproject.toml changed since it
+# was built.
 package-smoke: setup-test
-	@test -x dist/care-edge || $(MAKE) package
+	@test -x dist/care-edge && $(VPY) packaging/sources_digest.py --check dist/care-edge.sources.sha256 \
+		|| $(MAKE) package
 	$(VPY) -m pytest -q -m slow tests/test_packaging.py

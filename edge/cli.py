@@ -17,16 +17,21 @@ from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
 from edge import formats as fmt
-from edge.bench import default_threads, format_report, run_bench
+from edge.bench import (DEFAULT_ROUNDS, default_threads, ef_curve, format_ef_curve, format_report, parse_expansions,
+                         run_bench)
+from edge.bench_compare import compare_reports, format_comparison, load_report
 from edge.checks import parse_positive_int
 from edge.collection import Collection
 from edge.encoder import QueryEncoder
 from edge.errors import ArtifactError, BadInput, CareEdgeError
+from edge.files import atomic_write_json
 from edge.formats import SEARCH_MODES
 from edge.paths import resolve_collection_dir, resolve_encoder_dir
 from edge.queryfile import read_queries_file
-from edge.search import K_MAX, K_MIN, SearchResponse, Searcher, alignment_problem, check_k
-from edge.text import clean_query, one_line
+from edge.search import DEFAULT_K, K_MAX, K_MIN, SearchResponse, Searcher, alignment_problem, check_k
+from edge.integrity import verify_files
+from edge.limits import bench_threads_limit, parse_threads
+from edge.text import argv_text, clean_query, one_line
 
 PROG = "care-edge"
 DEBUG_ENV = "CARE_EDGE_DEBUG"
@@ -59,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("query", nargs="?", help="the query text")
     search.add_argument("--queries-file", metavar="F", help="one query per line (text or JSON with a 'query' field)")
     _add_index_options(search)
-    search.add_argument("-k", default="10", help=f"results per query, {K_MIN}..{K_MAX} (default 10)")
+    search.add_argument("-k", default=str(DEFAULT_K), help=f"results per query, {K_MIN}..{K_MAX} (default {DEFAULT_K})")
     search.add_argument("--threads", default="1", help="onnxruntime intra-op threads (default 1)")
     search.add_argument("--mode", choices=SEARCH_MODES, default=None,
                         help="dense (query encoder + index) or hybrid (+ BM25 keyword search, fused); "
@@ -89,8 +94,18 @@ def build_parser() -> argparse.ArgumentParser:
                        help="onnxruntime intra-op threads of the encoder for every pass (default 1)")
     bench.add_argument("--mode", choices=SEARCH_MODES, default=None,
                        help="search mode of the timed calls (default: the collection's default_mode)")
+    bench.add_argument("--rounds", default=str(DEFAULT_ROUNDS),
+                       help=f"sequential latency passes over the queries, each p50 kept (default {DEFAULT_ROUNDS})")
+    bench.add_argument("--ef-curve", metavar="EF,EF,...",
+                       help="instead: recall@10 and search time for each index expansion_search, e.g. 16,32,64,128")
+    bench.add_argument("--out", metavar="FILE", help="also write the JSON report to FILE (atomically)")
     bench.add_argument("--json", action="store_true", help="JSON output")
     bench.set_defaults(handler=cmd_bench)
+    bench_commands = bench.add_subparsers(dest="bench_command", parser_class=_OneLineParser, metavar="compare")
+    compare = bench_commands.add_parser("compare", help="bench reports side by side, ratios to the first")
+    compare.add_argument("reports", nargs="+", metavar="REPORT.json")
+    compare.add_argument("--json", action="store_true", help="JSON output")
+    compare.set_defaults(handler=cmd_bench_compare)
     return parser
 
 
@@ -143,11 +158,11 @@ def _open_searcher(index: str | None, encoder: str | None, threads: int) -> Sear
 
 def cmd_search(args: argparse.Namespace) -> int:
     k = _parse_k(args.k)
-    threads = parse_positive_int(args.threads, "--threads")
+    threads = parse_threads(args.threads, "--threads")
     if (args.query is None) == (args.queries_file is None):
         raise BadInput("give either a QUERY or --queries-file F (see `care-edge search --help`)")
     # Validate all input before loading anything, so bad input fails fast and with no partial output.
-    queries = read_queries_file(args.queries_file) if args.queries_file else [clean_query(args.query)]
+    queries = read_queries_file(args.queries_file) if args.queries_file else [clean_query(argv_text(args.query))]
     searcher = _open_searcher(args.index, args.encoder, threads)
     batch_mode = args.queries_file is not None
     for start in range(0, len(queries), BATCH_SIZE):
@@ -167,13 +182,14 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    threads = parse_positive_int(args.threads, "--threads")
+    threads = parse_threads(args.threads, "--threads")
     if bool(args.texts) == bool(args.file):
         raise BadInput("give either TEXT arguments or --file F (see `care-edge embed --help`)")
     if args.file:
         texts = read_queries_file(args.file)
     else:
-        texts = [clean_query(text, what=f"TEXT {number}") for number, text in enumerate(args.texts, start=1)]
+        texts = [clean_query(argv_text(text, what=f"TEXT {number}"), what=f"TEXT {number}")
+                 for number, text in enumerate(args.texts, start=1)]
     encoder = QueryEncoder(resolve_encoder_dir(args.encoder), threads=threads)
     result = encoder.encode(texts)
     for number, truncated in enumerate(result.truncated, start=1):
@@ -329,9 +345,13 @@ def _format_info(report: dict[str, Any]) -> str:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    threads = default_threads() if args.threads is None else parse_positive_int(args.threads, "--threads")
+    threads = (default_threads() if args.threads is None
+               else parse_threads(args.threads, "--threads", bench_threads_limit()))
     queries = read_queries_file(args.queries) if args.queries else None
-    intra_op_threads = parse_positive_int(args.intra_op_threads, "--intra-op-threads")
+    intra_op_threads = parse_threads(args.intra_op_threads, "--intra-op-threads")
+    rounds = parse_positive_int(args.rounds, "--rounds")
+    expansions = parse_expansions(args.ef_curve) if args.ef_curve is not None else None
+    out = _checked_out_path(args.out)
     started = time.perf_counter()
     collection = Collection(resolve_collection_dir(args.index))
     opened = time.perf_counter()
@@ -343,13 +363,41 @@ def cmd_bench(args: argparse.Namespace) -> int:
         bench_file = searcher.collection.bench_queries_path
         if bench_file is None:
             raise BadInput(f"collection '{searcher.collection.name}' ships no bench_queries.txt: pass --queries F")
+        verify_files(searcher.collection.directory, searcher.collection.manifest, [fmt.BENCH_QUERIES_FILE])
         queries = read_queries_file(bench_file)
-    report = run_bench(searcher, queries, threads=threads, open_ms=open_ms, encoder_load_ms=encoder_load_ms,
-                       intra_op_threads=intra_op_threads, mode=args.mode)
+    if expansions is not None:
+        report = ef_curve(searcher, queries, expansions, mode=args.mode, rounds=rounds)
+    else:
+        report = run_bench(searcher, queries, threads=threads, open_ms=open_ms, encoder_load_ms=encoder_load_ms,
+                           intra_op_threads=intra_op_threads, mode=args.mode, rounds=rounds)
+    if out is not None:
+        atomic_write_json(out, report)
     if args.json:
         _print_json(report)
     else:
-        print(format_report(report))
+        print(format_ef_curve(report) if expansions is not None else format_report(report))
+    return 0
+
+
+def _checked_out_path(out: str | None) -> Path | None:
+    """--out FILE, refused before any measuring when its folder is missing or FILE is a folder."""
+    if out is None:
+        return None
+    path = Path(out)
+    if path.is_dir() or not path.parent.is_dir():
+        raise BadInput(f"--out {out}: {'is a folder' if path.is_dir() else 'its folder does not exist'}")
+    return path
+
+
+def cmd_bench_compare(args: argparse.Namespace) -> int:
+    if len(args.reports) < 2:
+        raise BadInput("bench compare needs at least two reports (see `care-edge bench compare --help`)")
+    reports = [load_report(path) for path in args.reports]
+    comparison = compare_reports(reports, args.reports)
+    if args.json:
+        _print_json(comparison)
+    else:
+        print(format_comparison(comparison))
     return 0
 
 

@@ -15,6 +15,12 @@ from edge.checks import positive_int
 from edge.docstore import DocStore, Document
 from edge.errors import ArtifactError, BadInput
 from edge.hybrid import LexicalIndex, check_lexical_tables
+from edge.integrity import verify_files
+from edge.limits import checked_expansion_search
+from edge.usearch_file import check_usearch_file
+
+# Read only by `bench`, which checks it then: search works without it.
+OPTIONAL_FILES = (fmt.BENCH_QUERIES_FILE,)
 
 
 @dataclass(frozen=True)
@@ -32,7 +38,9 @@ class Collection:
     def __init__(self, directory: str | Path, *, view: bool = True) -> None:
         self.directory = Path(directory)
         self.manifest: dict[str, Any] = fmt.read_manifest(self.directory, fmt.COLLECTION_FORMAT)
-        fmt.check_files(self.directory, self.manifest, full_hash=False)
+        verify_files(self.directory, self.manifest, [name for name in self.manifest["files"]
+                                                     if name not in OPTIONAL_FILES],
+                     structure={fmt.VECTORS_FILE: check_usearch_file})
         self.index = self._open_index(view)
         self.docs = DocStore(self.directory / fmt.DOCS_FILE)
         stored = self.docs.count()
@@ -44,9 +52,13 @@ class Collection:
         lexical = self.manifest.get("search", {}).get("lexical")
         self.lexical = lexical is not None
         self._lexical_index: LexicalIndex | None = None
+        self._lexical_problem: str | None = None
         if lexical is not None:
-            check_lexical_tables(self.docs.connection(), self.docs.path)
-            self._lexical_index = LexicalIndex(lexical, self.count, source=self.docs.path)
+            try:
+                check_lexical_tables(self.docs.connection(), self.docs.path)
+                self._lexical_index = LexicalIndex(lexical, self.count, source=self.docs.path)
+            except ArtifactError as exc:  # dense search does not need the lexical tables: fail only hybrid
+                self.lexical, self._lexical_problem = False, exc.message
         # The usearch Python binding reserves per-call search contexts and indexes them by a thread slot that
         # restarts at 0 on every call, so two concurrent searches on one Index would share scratch space.
         # Searches take well under a millisecond next to encoding, so serialising them costs little.
@@ -75,7 +87,7 @@ class Collection:
         # The file does not keep the search expansion: restore() comes back with usearch's default, so the value
         # the build chose by measured recall is applied here.
         if "expansion_search" in expected:
-            index.expansion_search = int(expected["expansion_search"])
+            index.expansion_search = checked_expansion_search(expected["expansion_search"], self.directory)
         return index
 
     # ------------------------------------------------------------------------------------------ properties
@@ -163,10 +175,12 @@ class Collection:
 
     def require_lexical(self) -> LexicalIndex:
         """The collection's lexical index; ArtifactError when it has none (hybrid search is then impossible)."""
+        if self._lexical_problem is not None:
+            raise ArtifactError(self._lexical_problem)
         if self._lexical_index is None:
             raise ArtifactError(
                 f"collection '{self.name}' has no lexical table, so it cannot be searched in hybrid mode: use "
-                "--mode dense, or rebuild it with tools.build_index"
+                "--mode dense, or rebuild it with `python -m tools.build.index build`"
             )
         return self._lexical_index
 

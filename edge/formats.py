@@ -18,6 +18,7 @@ from typing import Any, Iterable, Mapping
 
 from edge.errors import ArtifactError
 from edge.files import canonical_json, sha256_file
+from edge.integrity import read_regular_file
 from edge.hybrid import KEY_DTYPES, LEXICAL_KIND, TOKENIZER_ID, check_lexical_fields, fusion_from_manifest
 
 FORMAT_VERSION = 1
@@ -47,6 +48,9 @@ POOLING_MODES = ("in-graph", "mean", "cls")
 # collection without a lexical table can only be searched densely.
 SEARCH_MODES = ("dense", "hybrid")
 
+# Manifests and configs are a few KiB; the cap keeps a link to /dev/zero from reading without end.
+MAX_MANIFEST_BYTES = 1 << 20
+
 
 def alignment_id(document_encoder: Mapping[str, Any]) -> str:
     """First 16 hex chars of sha256(canonical JSON of the document encoder's {kind, sha256, prompt, pooling, dims,
@@ -71,7 +75,7 @@ def read_manifest(directory: str | os.PathLike[str], expected_format: str) -> di
         raise ArtifactError(f"no {what} at {root}: the directory does not exist")
     path = root / MANIFEST_FILE
     try:
-        raw = path.read_bytes()
+        raw = read_regular_file(path, MAX_MANIFEST_BYTES)
     except FileNotFoundError:
         raise ArtifactError(f"no {what} at {root}: {MANIFEST_FILE} is missing") from None
     except OSError as exc:
@@ -104,7 +108,7 @@ def read_manifest(directory: str | os.PathLike[str], expected_format: str) -> di
 
 def check_plain_name(name: object) -> None:
     # Manifests name files inside their own directory only; a path would let a manifest point anywhere.
-    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name:
+    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name or "\x00" in name:
         raise ArtifactError(f"manifest names an invalid file {name!r}: only plain file names are allowed")
 
 
@@ -274,7 +278,7 @@ class EncoderConfig:
 def read_encoder_config(directory: str | os.PathLike[str]) -> EncoderConfig:
     path = Path(directory) / CONFIG_FILE
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw = json.loads(read_regular_file(path, MAX_MANIFEST_BYTES).decode("utf-8"))
     except FileNotFoundError:
         raise ArtifactError(f"{path} is missing: re-copy or rebuild the query encoder") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -16,7 +16,7 @@ Scoring: Okapi BM25 with Lucene's idf, summed over the query's tokens with repea
     idf(t) = ln(1 + (N - df + 0.5) / (df + 0.5))
     score(q, d) = sum_t idf(t) * tf(t, d) / (tf(t, d) + k1 * (1 - b + b * |d| / avgdl)),  k1 = 1.2, b = 0.75
 
-``tools.bm25`` (the evaluation's BM25) builds its in-memory index with :func:`count_postings` and scores with
+``tools.evaluate.bm25`` (the evaluation's BM25) builds its in-memory index with :func:`count_postings` and scores with
 :func:`term_weights`, so what is measured is what ships, to the last float64 rounding.
 
 Storage (why not SQLite FTS5: its bm25() is computed row by row over every matching document, which on the cmed-zh
@@ -27,7 +27,7 @@ normalisation ``k1 * (1 - b + b * |d| / avgdl)`` as float64. A query reads one r
 
 Fusion: reciprocal rank fusion with k = 60 as in Cormack et al. (2009) over each side's top ``FUSION_DEPTH``
 (:func:`fuse_hybrid`), each side's term scaled by its weight when the collection's manifest records a
-``search.fusion`` block (:class:`Fusion`; plain RRF otherwise); ``tools.eval_systems`` evaluates hybrid search
+``search.fusion`` block (:class:`Fusion`; plain RRF otherwise); ``tools.evaluate.systems`` evaluates hybrid search
 through that same function. The measured figures of the shipped collections are in
 ``prebuilt_index/reports/eval-shipped.json``.
 
@@ -67,9 +67,11 @@ KEY_DTYPES = {"delta-u16": np.dtype("<u2"), "delta-u32": np.dtype("<u4")}
 # questions of the evaluation have about 200. The dense side truncates at its own max_tokens.
 MAX_QUERY_TOKENS = 256
 # Reciprocal rank fusion: k = 60 (Cormack et al., 2009); each side contributes its top FUSION_DEPTH (or top k when
-# a caller asks for more), which costs the ANN call about what a top-10 one does.
+# a caller asks for more). 30, not 100: measured through the runtime with k = 10, the shallower lists lose nothing on
+# cMedIR and Toyhom and gain on every ICD-10 language, because a deep list lets documents ranked low on both sides
+# outscore one ranked high on one side (prebuilt_index/reports/fusion-depth.json, docs/BENCHMARKS.md).
 FUSION_K = 60
-FUSION_DEPTH = 100
+FUSION_DEPTH = 30
 FUSION_KIND = "rrf"
 SCORE_FUSION_KIND = "scores"
 FUSION_KINDS = (FUSION_KIND, SCORE_FUSION_KIND)
@@ -286,7 +288,7 @@ class LexicalIndex:
                 if docs.size and (docs[-1] >= self.n_docs or docs.size != len(tfs)):
                     raise ValueError(f"posting list of {term!r} does not fit the collection")
                 lists[term] = (docs, term_weights(float(idf), np.frombuffer(tfs, dtype=np.uint8), norms[docs]))
-        for term in tokens:  # in query order, repeats included: the same float64 sums as tools.bm25
+        for term in tokens:  # in query order, repeats included: the same float64 sums as tools.evaluate.bm25
             found = lists.get(term)
             if found is not None:
                 out[found[0]] += found[1]

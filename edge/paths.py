@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge.errors import ArtifactError
+from edge.integrity import read_regular_file
 
 ENV_INDEX_DIR = "CARE_EDGE_INDEX_DIR"
 PREBUILT_DIR_NAME = "prebuilt_index"
@@ -44,7 +45,7 @@ def read_defaults(prebuilt: Path | None = None) -> Defaults | None:
     root = prebuilt if prebuilt is not None else prebuilt_index_dir()
     path = root / DEFAULTS_FILE
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw = json.loads(read_regular_file(path, 1 << 16).decode("utf-8"))
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -7,9 +7,12 @@ import sys
 from pathlib import Path
 
 from edge.errors import BadInput
+from edge.integrity import read_regular_file
 from edge.text import clean_query
 
 _UTF8_BOM = b"\xef\xbb\xbf"
+# Far more queries than anyone searches in one call; the cap keeps a link to /dev/zero from reading without end.
+MAX_QUERIES_BYTES = 64 << 20
 
 
 def read_queries_file(path: str | Path) -> list[str]:
@@ -20,9 +23,14 @@ def read_queries_file(path: str | Path) -> list[str]:
     file and the 1-based line number."""
     name = str(path)
     try:
-        data = sys.stdin.buffer.read() if name == "-" else Path(path).read_bytes()
+        if name == "-":
+            data = sys.stdin.buffer.read(MAX_QUERIES_BYTES + 1)
+        else:
+            data = read_regular_file(path, MAX_QUERIES_BYTES)
     except OSError as exc:
         raise BadInput(f"cannot read {name}: {exc.strerror or exc}") from None
+    if len(data) > MAX_QUERIES_BYTES:
+        raise BadInput(f"{name} is larger than {MAX_QUERIES_BYTES} bytes: split it")
     if data.startswith(_UTF8_BOM):
         data = data[len(_UTF8_BOM) :]
     lines = data.split(b"\n")

@@ -16,6 +16,8 @@ from edge.text import clean_query
 
 K_MIN = 1
 K_MAX = 1000
+# Results per query when the caller names no k (`care-edge search`, the page).
+DEFAULT_K = 10
 TIMING_KEYS = ("tokenize", "encode", "search", "lexical", "fetch", "total")
 
 

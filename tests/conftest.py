@@ -9,6 +9,9 @@ Reusable fixtures:
 - ``tiny_copy``: a per-test copy of ``tiny``'s prebuilt directory that a test may corrupt.
 - ``build_encoder`` / ``build_collection``: the builder functions, for tests that need variants.
 - ``run_cli``: runs ``python -m edge ...`` in a subprocess against the tiny prebuilt dir.
+
+Under ``CI=true`` (or ``1``) a skipped test fails: a skip there means a missing resource (``../shared/data``, a fetched
+model, the tools extra, the built binary) that CI must provide, and a silent skip would hide that the test never ran.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -55,6 +59,24 @@ def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket, "getaddrinfo", _refuse)
 
 
+_STAMP_CACHE = Path(tempfile.mkdtemp(prefix="care-edge-stamps-"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Verified stamps (edge.integrity) go to a scratch directory, never the user's cache, from the first fixture on
+    (session fixtures open artifacts too); subprocesses inherit it."""
+    os.environ["CARE_EDGE_CACHE_DIR"] = str(_STAMP_CACHE)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(_STAMP_CACHE, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def stamp_cache_dir() -> Path:
+    return _STAMP_CACHE
+
+
 # A sitecustomize.py that gives subprocesses the same guard; its presence on PYTHONPATH arms it.
 SOCKET_GUARD_SOURCE = '''
 import socket
@@ -67,6 +89,54 @@ socket.socket.connect_ex = _refuse
 socket.create_connection = _refuse
 socket.getaddrinfo = _refuse
 '''
+
+# --------------------------------------------------------------------------------------------------- CI: no silent skips
+
+CI = os.environ.get("CI", "").strip().lower() in ("true", "1")
+# Test modules that cannot even be imported without the tools extra (torch at module level): when the -m expression
+# leaves out `needs_tools` (`make test`), they are not collected at all instead of being skipped at import.
+TOOLS_ONLY_MODULES = frozenset({"test_train.py"})
+
+
+def _deselects_needs_tools(config: pytest.Config) -> bool:
+    expression = config.getoption("markexpr", "") or ""
+    if not expression:
+        return False
+    from _pytest.mark.expression import Expression
+
+    return not Expression.compile(expression).evaluate(lambda name, **kwargs: name == "needs_tools")
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    if collection_path.name in TOOLS_ONLY_MODULES and _deselects_needs_tools(config):
+        return True
+    return None
+
+
+def _skip_reason(longrepr: Any) -> str:
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return str(longrepr[2])
+    return str(longrepr)
+
+
+def _fail_skip_under_ci(report: pytest.CollectReport | pytest.TestReport) -> None:
+    if CI and report.skipped and not hasattr(report, "wasxfail"):
+        reason = _skip_reason(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped under CI=true, where every test must run: {reason}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    outcome = yield
+    _fail_skip_under_ci(outcome.get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector):  # type: ignore[no-untyped-def]
+    outcome = yield
+    _fail_skip_under_ci(outcome.get_result())
+
 
 # --------------------------------------------------------------------------------------------------- tokenizer
 

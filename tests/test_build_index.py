@@ -1,4 +1,4 @@
-"""tools.build_index through a real GGUF (Gemma 3 270M, small enough for CI) on a small real corpus: a killed build
+"""tools.build.index through a real GGUF (Gemma 3 270M, small enough for CI) on a small real corpus: a killed build
 resumes to exactly the uninterrupted result, and two merged shards equal a single build."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import edge._native  # noqa: F401  (loads onnxruntime before usearch)
-from tools.models import ModelCache, cache_root
+from tools.models.cache import ModelCache, cache_root
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -30,7 +30,7 @@ pytestmark = [
 
 
 def _cli(*args: str, cache: Path, corpus: bool = True, **kwargs) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "tools.build_index", *args, "--encoder", "gemma3-270m", "--cache-dir", str(cache),
+    cmd = [sys.executable, "-m", "tools.build.index", *args, "--encoder", "gemma3-270m", "--cache-dir", str(cache),
            "--threads", "2"]
     if corpus:
         cmd += ["--corpus", "cmed-zh", "--limit", str(N_DOCS)]
@@ -91,7 +91,11 @@ def test_killed_build_resumes_to_identical_result(single_build, tmp_path):
     proc.communicate()
     partial = _cached_vectors(cache)
     assert 0 < len(partial) < N_DOCS, f"kill landed outside the build ({len(partial)} of {N_DOCS})"
-    assert not list(cache.glob("vectors/*/*.tmp")) or True  # a torn temp file is ignored by the cache
+    # A kill mid-write leaves at most a temp file beside the shards, never a torn shard (every shard above loaded).
+    # Plant a torn one: the resumed build must neither read it nor trip over it.
+    shard_dir = next(cache.glob("vectors/*/shard-*.npz")).parent
+    whole = sorted(shard_dir.glob("shard-*.npz"))[0].read_bytes()
+    (shard_dir / "tmpkilled.tmp").write_bytes(whole[: len(whole) // 2])
 
     _run("build", "--out", str(cache / "collection"), "--dims", "256", "--dtype", "f32", cache=cache)
     resumed = _cached_vectors(cache)
@@ -116,7 +120,7 @@ def test_two_shards_merged_equal_single_build(single_build, tmp_path):
 
     merged = tmp_path / "merged"
     merged.mkdir()
-    proc = subprocess.run([sys.executable, "-m", "tools.build_index", "merge-cache", *map(str, shard_caches),
+    proc = subprocess.run([sys.executable, "-m", "tools.build.index", "merge-cache", *map(str, shard_caches),
                            "--cache-dir", str(merged)], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(_run("build", "--out", str(merged / "collection"), "--dims", "256", "--dtype", "f32",

@@ -1,4 +1,4 @@
-"""tools.co_teacher: a symmetric encoder's own vectors of stage II's queries and documents, for the fused KL target."""
+"""tools.train.co_teacher: a symmetric encoder's own vectors of stage II's queries and documents, for the fused KL target."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from conftest import build_encoder_dir, make_documents, tiny_document_encoder
 
 from edge.encoder import QueryEncoder
 from edge.errors import BadInput
-from tools.co_teacher import co_teacher_vectors
-from tools.models import ModelCache
+from tools.models.cache import ModelCache
+from tools.train.co_teacher import co_teacher_vectors
 
 
 def test_co_teacher_vectors_are_the_encoders_own_row_aligned_and_cached(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""tools.corpora against the real shared data (skipped when ../shared/data is absent)."""
+"""tools.data (the dataset parsers and the corpora) against the real shared data (skipped when ../shared/data is absent)."""
 
 from __future__ import annotations
 
@@ -9,20 +9,22 @@ from pathlib import Path
 
 import pytest
 
-from tools import corpora
-from tools.corpora import (
-    DEFAULT_DATA_DIR,
-    DataError,
-    Document,
-    clean_cmedir_title,
+from tools.data.cli import main
+from tools.data.cmedir import clean_cmedir_title, cmedir_conflict_count, cmedir_doc_id, cmedir_judgements
+from tools.data.icd10 import (
+    ICD_LANGS,
     fix_cp1250_mojibake,
     format_icd_code,
     icd_chapter,
+    icd_entries,
     icd_text,
-    read_jsonl,
     read_po,
-    write_jsonl,
 )
+from tools.data.liveqa import liveqa_answers, liveqa_judgements, liveqa_questions
+from tools.data.medquad import medquad_rows
+from tools.data.records import DEFAULT_DATA_DIR, DataError, Document, read_jsonl, write_jsonl
+from tools.data.registry import load_corpus
+from tools.data.toyhom import TOYHOM_FILE, ToyhomRow, toyhom_rows
 
 pytestmark = pytest.mark.skipif(not DEFAULT_DATA_DIR.is_dir(), reason=f"shared data not found at {DEFAULT_DATA_DIR}")
 
@@ -33,7 +35,7 @@ ID_RE = re.compile(r"^(cmedir|toyhom|medquad):[0-9a-f]{12}$")
 
 
 def test_cmed_zh_counts_and_ids() -> None:
-    docs = corpora.load_corpus("cmed-zh")
+    docs = load_corpus("cmed-zh")
     by_source = Counter(doc.meta["source"] for doc in docs)
     assert by_source == {"cmedir": 19_241, "toyhom": 7_244}
     assert len({doc.id for doc in docs}) == len(docs)
@@ -47,10 +49,10 @@ def test_cmed_zh_counts_and_ids() -> None:
 def test_cmedir_duplicate_title_colon_is_stripped() -> None:
     assert clean_cmedir_title(":去除牙结石小妙招`_文档资料库") == "去除牙结石小妙招`_文档资料库"
     assert clean_cmedir_title("丁香园论坛") == "丁香园论坛"
-    judged = corpora.cmedir_judgements("dev")["牙结石脱落小妙招"]
+    judged = cmedir_judgements("dev")["牙结石脱落小妙招"]
     assert judged["去除牙结石小妙招_不能不知道的窍门"] == 2 and judged["去除牙结石小妙招`_文档资料库"] == 1
     assert ":去除牙结石小妙招`_文档资料库" not in judged
-    assert corpora.cmedir_doc_id(clean_cmedir_title(":丁香园论坛")) == corpora.cmedir_doc_id("丁香园论坛")
+    assert cmedir_doc_id(clean_cmedir_title(":丁香园论坛")) == cmedir_doc_id("丁香园论坛")
 
 
 def test_cmedir_merges_repeated_lines_and_takes_max_of_conflicts() -> None:
@@ -61,21 +63,21 @@ def test_cmedir_merges_repeated_lines_and_takes_max_of_conflicts() -> None:
             for doc in row["documents"]:
                 raw.setdefault((row["query"], clean_cmedir_title(doc["title"])), set()).add(int(doc["label"]))
     conflicting = {pair: labels for pair, labels in raw.items() if len(labels) > 1}
-    assert len(conflicting) == corpora.cmedir_conflict_count("test") > 0
-    merged = corpora.cmedir_judgements("test")
+    assert len(conflicting) == cmedir_conflict_count("test") > 0
+    merged = cmedir_judgements("test")
     for (query, title), labels in conflicting.items():
         assert merged[query][title] == max(labels)
-    assert len(merged) == 4_287 and len(corpora.cmedir_judgements("dev")) == 4_298
+    assert len(merged) == 4_287 and len(cmedir_judgements("dev")) == 4_298
 
 
 # ------------------------------------------------------------------------------------------------ Toyhom
 
 
 def test_toyhom_is_decoded_from_gb18030() -> None:
-    raw = (DEFAULT_DATA_DIR / corpora.TOYHOM_FILE).read_bytes()
+    raw = (DEFAULT_DATA_DIR / TOYHOM_FILE).read_bytes()
     with pytest.raises(UnicodeDecodeError):
         raw.decode("utf-8")
-    rows = corpora.toyhom_rows()
+    rows = toyhom_rows()
     assert len(rows) == 7_644
     assert (rows[0].department, rows[0].title) == ("心血管科", "高血压患者能吃党参吗？")
     assert len({row.answer for row in rows}) == 7_244
@@ -83,7 +85,7 @@ def test_toyhom_is_decoded_from_gb18030() -> None:
 
 
 def test_toyhom_question_skips_placeholder_description() -> None:
-    row = corpora.ToyhomRow("消化科", "胃痛怎么办", "无", "多喝热水")
+    row = ToyhomRow("消化科", "胃痛怎么办", "无", "多喝热水")
     assert row.question == "胃痛怎么办"
 
 
@@ -105,17 +107,17 @@ def test_format_icd_code_rejects_non_codes(raw: str) -> None:
 
 
 def test_icd_entries_counts_and_code_format() -> None:
-    entries = corpora.icd_entries()
+    entries = icd_entries()
     assert len(entries) == 14_416
     assert Counter(e.level for e in entries) == {3: 2_053, 4: 12_363}
     assert all(re.fullmatch(r"[A-Z]\d\d(\.[0-9A-Z])?", e.code) for e in entries)
     languages = Counter(lang for e in entries for lang in e.names)
     assert languages["en"] == 14_416 and languages["de"] > 14_000 and languages["zh"] > 14_000
-    assert set(languages) == set(corpora.ICD_LANGS)
+    assert set(languages) == set(ICD_LANGS)
 
 
 def test_icd_names_from_every_source() -> None:
-    by_code = {e.code: e for e in corpora.icd_entries()}
+    by_code = {e.code: e for e in icd_entries()}
     e112 = by_code["E11.2"]
     assert e112.names["en"] == "Type 2 diabetes mellitus: With renal complications"
     assert e112.names["zh"] == "2型糖尿病伴有肾的并发症"  # WHO Chinese, dagger marker of "E11.2+" stripped
@@ -136,7 +138,7 @@ def test_icd_chapters_agree_with_gnuhealth_categories() -> None:
     text = (DEFAULT_DATA_DIR / "icd/gnuhealth/diseases_en.xml").read_text(encoding="utf-8")
     records = re.findall(r'<record model="gnuhealth.pathology" id="(\w+)">.*?ref="icdcat(\d+)', text, re.S)
     assert len(records) == 14_416
-    by_code = {e.code: e for e in corpora.icd_entries()}
+    by_code = {e.code: e for e in icd_entries()}
     for raw_id, category in records:
         assert by_code[format_icd_code(raw_id)].chapter == int(category), raw_id
     assert icd_chapter("U07.1") == (22, "XXII") and icd_chapter("V01") == (20, "XX")
@@ -146,13 +148,13 @@ def test_portuguese_mojibake_is_repaired() -> None:
     assert fix_cp1250_mojibake("Síndrome nefrítica năo especificada") == "Síndrome nefrítica não especificada"
     assert fix_cp1250_mojibake("complicaçőes") == "complicações"
     assert fix_cp1250_mojibake("Cólera") == "Cólera"
-    portuguese = [e.names["pt"] for e in corpora.icd_entries() if "pt" in e.names]
+    portuguese = [e.names["pt"] for e in icd_entries() if "pt" in e.names]
     assert not any(ch in name for name in portuguese for ch in "ăőęŕ")
     assert sum("ão" in name for name in portuguese) > 1_000
 
 
 def test_english_copies_are_not_translations() -> None:
-    for entry in corpora.icd_entries():
+    for entry in icd_entries():
         for lang, name in entry.names.items():
             if lang != "en":
                 assert name.casefold() != entry.names["en"].casefold(), (entry.code, lang)
@@ -186,12 +188,12 @@ def test_icd_text_and_langs_parameter() -> None:
     assert icd_text(names, ("en", "de")) == "Cholera"
     with pytest.raises(ValueError):
         icd_text(names, ("xx",))
-    docs = {d.id: d for d in corpora.load_corpus("icd10", langs=("en", "de"), include_code=False)}
+    docs = {d.id: d for d in load_corpus("icd10", langs=("en", "de"), include_code=False)}
     assert len(docs) == 14_416
     assert docs["A00.0"].text.startswith("Cholera due to Vibrio cholerae 01, biovar cholerae | ")
     assert docs["E11.2"].meta["names"]["zh"] == "2型糖尿病伴有肾的并发症"
     assert docs["E11.2"].meta["chapter"] == "IV" and docs["E11.2"].meta["level"] == 4
-    default = {d.id: d for d in corpora.load_corpus("icd10")}
+    default = {d.id: d for d in load_corpus("icd10")}
     assert default["E11.2"].text == "E11.2 | Type 2 diabetes mellitus: With renal complications | 2型糖尿病伴有肾的并发症"
 
 
@@ -199,18 +201,18 @@ def test_icd_text_and_langs_parameter() -> None:
 
 
 def test_medquad_corpus_dedupes_answers() -> None:
-    rows = corpora.medquad_rows()
+    rows = medquad_rows()
     assert len(rows) == 16_407
-    docs = corpora.load_corpus("medquad-en")
+    docs = load_corpus("medquad-en")
     assert len(docs) == len({row.answer for row in rows}) < len(rows)
     assert len({doc.id for doc in docs}) == len(docs)
     assert all(doc.meta["question"] and "focus" in doc.meta for doc in docs)
 
 
 def test_liveqa_judgements_and_answers() -> None:
-    questions = corpora.liveqa_questions()
-    judged = corpora.liveqa_judgements()
-    answers = corpora.liveqa_answers()
+    questions = liveqa_questions()
+    judged = liveqa_judgements()
+    answers = liveqa_answers()
     assert len(questions) == 104 and len(judged) == 103
     assert sum(len(grades) for grades in judged.values()) == 2_311  # 2,479 qrels lines, 168 judged twice
     assert len(answers) == 1_935
@@ -246,7 +248,7 @@ def test_read_jsonl_rejects_bad_lines(tmp_path: Path) -> None:
 
 def test_cli_writes_icd_corpus(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "icd.jsonl"
-    assert corpora.main(["icd10", "--out", str(out), "--langs", "en,es", "--data-dir", str(DEFAULT_DATA_DIR)]) == 0
+    assert main(["icd10", "--out", str(out), "--langs", "en,es", "--data-dir", str(DEFAULT_DATA_DIR)]) == 0
     docs = read_jsonl(out)
     assert len(docs) == 14_416
     assert docs[0].id == "A00" and docs[0].text == "A00 | Cholera | Cólera"
@@ -254,7 +256,7 @@ def test_cli_writes_icd_corpus(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 
 def test_cli_reports_missing_data_dir_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = corpora.main(["cmed-zh", "--out", str(tmp_path / "x.jsonl"), "--data-dir", str(tmp_path / "nope")])
+    code = main(["cmed-zh", "--out", str(tmp_path / "x.jsonl"), "--data-dir", str(tmp_path / "nope")])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: data directory") and err.count("\n") == 1
     assert not (tmp_path / "x.jsonl").exists()
@@ -262,10 +264,10 @@ def test_cli_reports_missing_data_dir_in_one_line(tmp_path: Path, capsys: pytest
 
 def test_cli_rejects_unknown_language(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        corpora.main(["icd10", "--out", str(tmp_path / "x.jsonl"), "--langs", "en,xx"])
+        main(["icd10", "--out", str(tmp_path / "x.jsonl"), "--langs", "en,xx"])
     assert exit_info.value.code == 2
 
 
 def test_unknown_corpus_is_a_data_error() -> None:
     with pytest.raises(DataError, match="unknown corpus"):
-        corpora.load_corpus("nope")
+        load_corpus("nope")

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tools.doc_encoder import EncodedBatch, VectorCache, length_batches, truncate_dims
-from tools.models import EMBEDDINGGEMMA_QUERY_PROMPT, EMBEDDINGGEMMA_Q8_0_SHA256, ModelCache, cache_root
+from tools.build.doc_encoder import EncodedBatch, VectorCache, length_batches, truncate_dims
+from tools.models.cache import EMBEDDINGGEMMA_Q8_0_SHA256, EMBEDDINGGEMMA_QUERY_PROMPT, ModelCache, cache_root
 
 FIXTURE = Path(__file__).parent / "fixtures" / "embeddinggemma_reference.npz"
 CACHE = ModelCache(cache_root())
@@ -60,7 +60,7 @@ needs_gguf = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def encoder():
-    from tools.doc_encoder import GGUFEncoder
+    from tools.build.doc_encoder import GGUFEncoder
 
     return GGUFEncoder(CACHE.embeddinggemma_gguf, name="embeddinggemma-300m-q8_0")
 
@@ -103,7 +103,7 @@ def test_truncation_keeps_prompt_and_fits(encoder):
 
 def test_vector_cache_keys_ending_in_nul_bytes(tmp_path):
     # sha1 digests end in 0x00 one time in 256: the stored key must keep those bytes
-    from tools.doc_encoder import text_key
+    from tools.build.doc_encoder import text_key
 
     texts = [f"text {i}" for i in range(3000)]
     assert any(text_key(t).endswith(b"\0") for t in texts)

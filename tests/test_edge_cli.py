@@ -162,8 +162,8 @@ def test_corrupt_vectors_exit_3(run_cli, tiny_copy) -> None:
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     run_cli("search", "fever", prebuilt=tiny_copy.prebuilt).assert_error(3, "vectors.usearch: size")
     manifest = json.loads((tiny_copy.collection / formats.MANIFEST_FILE).read_text(encoding="utf-8"))
-    writers.write_manifest(tiny_copy.collection, manifest)  # now the size matches: usearch itself must refuse it
-    run_cli("search", "fever", prebuilt=tiny_copy.prebuilt).assert_error(3, "vectors.usearch is not a readable usearch index")
+    writers.write_manifest(tiny_copy.collection, manifest)  # now the size and hash match: the graph check refuses it
+    run_cli("search", "fever", prebuilt=tiny_copy.prebuilt).assert_error(3, "vectors.usearch is not a well-formed usearch index")
 
 
 def test_corrupt_docs_exit_3(run_cli, tiny_copy) -> None:
@@ -271,8 +271,10 @@ def test_bench_json(run_cli, tiny) -> None:
     assert set(report) == {
         "index", "encoder", "n_queries", "threads", "intra_op_threads", "k", "mode", "open_ms", "encoder_load_ms", "end_to_end_ms", "stages_ms", "qps_1_thread", "qps_n_threads",
         "recall_at_10", "peak_rss_mb", "truncated_queries", "warmup_queries",
+        # added with benchmark mode (docs/BENCHMARKS.md, "Bench JSON keys"); the keys above keep their meaning
+        "rounds", "round_p50_ms", "round_spread_pct", "by_query_tokens", "created_at", "argv", "machine", "software",
     }
-    assert report["index"] == {"name": "tiny", "path": str(tiny.collection)}
+    assert {key: report["index"][key] for key in ("name", "path")} == {"name": "tiny", "path": str(tiny.collection)}
     assert report["encoder"]["name"] == "tiny-query-encoder"
     assert report["n_queries"] == len(tiny.bench_queries) and report["threads"] == 2
     assert report["intra_op_threads"] == 2

@@ -188,22 +188,33 @@ def test_missing_file_is_caught_on_open(tiny_copy) -> None:
         QueryEncoder(tiny_copy.encoder)
 
 
-def test_hash_mismatch_is_caught_only_by_verify(tiny_copy) -> None:
-    path = tiny_copy.collection / formats.BENCH_QUERIES_FILE
+def test_hash_mismatch_is_caught_at_open(tiny_copy) -> None:
+    path = tiny_copy.collection / formats.VECTORS_FILE
     data = bytearray(path.read_bytes())
-    data[0] = ord("X") if data[0] != ord("X") else ord("Y")
+    data[len(data) // 2] ^= 0x01
     path.write_bytes(bytes(data))  # same size, different bytes
-    collection = Collection(tiny_copy.collection)  # sizes only: opens fine
-    with pytest.raises(ArtifactError, match="bench_queries.txt: sha256 differs"):
-        collection.verify()
-    assert collection.file_problems(full_hash=True) == ["bench_queries.txt: sha256 differs from the manifest (corrupted or replaced)"]
+    with pytest.raises(ArtifactError, match="vectors.usearch: sha256 differs"):
+        Collection(tiny_copy.collection)
+    assert formats.file_problems(tiny_copy.collection, formats.read_manifest(tiny_copy.collection, formats.COLLECTION_FORMAT),
+                             full_hash=True) == ["vectors.usearch: sha256 differs from the manifest (corrupted or replaced)"]
 
     encoder_model = tiny_copy.encoder / formats.CONFIG_FILE
     config = encoder_model.read_bytes()
     encoder_model.write_bytes(config.replace(b"query: ", b"query! "))
-    encoder = QueryEncoder(tiny_copy.encoder)
     with pytest.raises(ArtifactError, match="config.json: sha256 differs"):
-        encoder.verify()
+        QueryEncoder(tiny_copy.encoder)
+
+
+def test_optional_bench_queries_is_checked_only_by_verify(tiny_copy) -> None:
+    path = tiny_copy.collection / formats.BENCH_QUERIES_FILE
+    data = bytearray(path.read_bytes())
+    data[0] = ord("X") if data[0] != ord("X") else ord("Y")
+    path.write_bytes(bytes(data))  # search never reads it; `bench` and `info --verify` check it
+    collection = Collection(tiny_copy.collection)
+    with pytest.raises(ArtifactError, match="bench_queries.txt: sha256 differs"):
+        collection.verify()
+    path.unlink()
+    Collection(tiny_copy.collection).close()
 
 
 def test_truncated_index_with_matching_manifest_is_an_artifact_error(tiny_copy) -> None:
@@ -212,7 +223,8 @@ def test_truncated_index_with_matching_manifest_is_an_artifact_error(tiny_copy) 
         data = path.read_bytes()
         path.write_bytes(data[:size])
         _refresh_manifest(tiny_copy.collection)
-        with pytest.raises(ArtifactError, match="vectors.usearch is not a readable usearch index"):
+        # The graph check (edge/usearch_file.py) refuses it before usearch sees it.
+        with pytest.raises(ArtifactError, match="vectors.usearch is not a well-formed usearch index"):
             Collection(tiny_copy.collection)
 
 

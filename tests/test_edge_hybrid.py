@@ -13,6 +13,7 @@ import pytest
 
 from edge import formats, writers
 from edge.collection import Collection
+from edge.files import file_entry
 from edge.encoder import QueryEncoder
 from edge.errors import ArtifactError, BadInput
 from edge.hybrid import (
@@ -78,7 +79,7 @@ def test_stored_bm25_matches_a_hand_computed_ranking() -> None:
 
 
 def test_runtime_scores_equal_the_evaluation_bm25_exactly() -> None:
-    from tools.bm25 import BM25Index
+    from tools.evaluate.bm25 import BM25Index
 
     rng = np.random.default_rng(3)
     vocab = ["发热", "咳嗽", "胸痛", "头痛", "fever", "cough", "chest", "pain", "A00", "霍乱"]
@@ -229,9 +230,12 @@ def test_manifest_lists_a_table_the_store_lacks(tiny_copy) -> None:
     connection.execute(f"DROP TABLE {TERMS_TABLE}")
     connection.commit()
     connection.close()
-    _rewrite_manifest(tiny_copy.collection, lambda m: m["files"][formats.DOCS_FILE].update(size=path.stat().st_size))
+    _rewrite_manifest(tiny_copy.collection, lambda m: m["files"][formats.DOCS_FILE].update(file_entry(path)))
+    # Dense search does not read the lexical tables, so only hybrid search fails.
+    searcher = Searcher(Collection(tiny_copy.collection), QueryEncoder(tiny_copy.encoder))
+    assert searcher.search("fever", k=3, mode="dense").results
     with pytest.raises(ArtifactError, match="no lexical_terms table"):
-        Collection(tiny_copy.collection)
+        searcher.search("fever", k=3, mode="hybrid")
 
 
 def test_writer_refuses_hybrid_default_without_lexical(tmp_path: Path, tiny) -> None:

@@ -22,7 +22,7 @@ from edge.text import MAX_QUERY_CHARS, cap_chars, clean_query, one_line
         ("fe\x00ver\x07", "fever"),
         ("\ufeff头痛\u3000发烧", "头痛 发烧"),  # BOM dropped, ideographic space collapsed
         ("a\x1b[31mred\x1b[0m", "a[31mred[0m"),  # ESC removed, the printable rest kept
-        ("caf\u00e9 \u200dx", "caf\u00e9 \u200dx"),  # format characters such as ZWJ are text, kept
+        ("caf\u00e9 \u200dx", "caf\u00e9 x"),  # format characters such as ZWJ are invisible: dropped
     ],
 )
 def test_clean_query(raw: str, cleaned: str) -> None:

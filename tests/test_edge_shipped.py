@@ -93,7 +93,7 @@ def test_shipped_encoder_loads_without_the_slow_skip_layer_norm_kernel(monkeypat
 
     from edge import QueryEncoder
     from edge._native import ort
-    from tools.kernel_bench import count_after_load
+    from tools.experiments.kernel_bench import count_after_load
 
     model = str(PREBUILT / "query_encoder" / formats.MODEL_FILE)
     # onnxruntime's own defaults fold the graph's Add + LayerNormalization into SkipLayerNormalization; the

@@ -2,7 +2,7 @@
 files, determinism, the vector cache (nothing re-embedded on a re-run) and the one-line errors.
 
 No GGUF runs here: the `llm` and `care` systems read document (and `llm` query) vectors that the test puts in the
-vector cache under the identity the models manifest gives the GGUF, exactly where `tools.build_index embed` puts them.
+vector cache under the identity the models manifest gives the GGUF, exactly where `tools.build.index embed` puts them.
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ import pytest
 from conftest import CJK_CHARS, build_encoder_dir, make_documents
 
 from edge.encoder import QueryEncoder
-from tools import eval_report, evaluate
-from tools.corpora import Document
-from tools.doc_encoder import EncodedBatch, VectorCache
-from tools.eval_systems import gguf_identity, reciprocal_rank_fusion
-from tools.models import EMBEDDINGGEMMA_DOC_PROMPT, EMBEDDINGGEMMA_QUERY_PROMPT, ModelCache, cache_root
-from tools.tasks import LabeledText, ScoredPair, Task
+from tools.build.doc_encoder import EncodedBatch, VectorCache
+from tools.build.vectors import gguf_identity
+from tools.data.records import Document
+from tools.data.tasks import LabeledText, ScoredPair, Task
+from tools.evaluate import cli as evaluate, report as eval_report, runner
+from tools.evaluate.systems import reciprocal_rank_fusion
+from tools.models.cache import EMBEDDINGGEMMA_DOC_PROMPT, EMBEDDINGGEMMA_QUERY_PROMPT, ModelCache, cache_root
 
 FAKE_GGUF_SHA = "f" * 64
 N_DOCS = 80
@@ -155,7 +156,7 @@ def test_run_writes_reports_deterministically(env: Env, tmp_path: Path, monkeypa
     first = json.loads((tmp_path / "one" / "eval.json").read_text(encoding="utf-8"))
     second = json.loads((tmp_path / "two" / "eval.json").read_text(encoding="utf-8"))
     assert json.loads(out) == first  # --json prints the report it writes
-    assert evaluate.metrics_only(first) == evaluate.metrics_only(second)
+    assert runner.metrics_only(first) == runner.metrics_only(second)
     for suffix in ("md", "png"):
         assert (tmp_path / "one" / f"eval.{suffix}").stat().st_size > 0
     assert (tmp_path / "one" / "eval.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -273,12 +274,12 @@ def test_errors_are_one_line(env, tmp_path, monkeypatch, capsys, args: tuple[str
 
 def test_subsample_is_seeded_per_key_and_keeps_order() -> None:
     items = list(range(1000))
-    sample = evaluate.subsample(items, 10, "task-a", 0)
+    sample = runner.subsample(items, 10, "task-a", 0)
     assert sample == sorted(sample) and len(set(sample)) == 10
-    assert sample == evaluate.subsample(items, 10, "task-a", 0)
-    assert sample != evaluate.subsample(items, 10, "task-b", 0)
-    assert sample != evaluate.subsample(items, 10, "task-a", 1)
-    assert evaluate.subsample(items[:5], 10, "task-a", 0) == items[:5]
+    assert sample == runner.subsample(items, 10, "task-a", 0)
+    assert sample != runner.subsample(items, 10, "task-b", 0)
+    assert sample != runner.subsample(items, 10, "task-a", 1)
+    assert runner.subsample(items[:5], 10, "task-a", 0) == items[:5]
 
 
 def test_reciprocal_rank_fusion() -> None:
@@ -313,7 +314,7 @@ def test_llm_with_a_real_gguf_embeds_once_and_times_one_thread(env, tmp_path, mo
     assert _shards(models.root) == shards
     first = json.loads((tmp_path / "one" / "eval.json").read_text(encoding="utf-8"))
     second = json.loads((tmp_path / "two" / "eval.json").read_text(encoding="utf-8"))
-    assert evaluate.metrics_only(first) == evaluate.metrics_only(second)
+    assert runner.metrics_only(first) == runner.metrics_only(second)
     assert first["systems"]["llm"]["latency"]["p50_ms"] > 0
     assert first["systems"]["llm"]["document_encoder"]["sha256"] == entry["sha256"]
 
@@ -383,7 +384,7 @@ def test_a_task_with_corpus_ids_ranks_only_those_documents_planned_on_their_own(
     task = Task(name="pooled", language="en", kind="retrieval", description="a pooled search",
                 metrics=("ndcg@10",), queries={"q": "text 5"}, qrels={"q": {"d5": 1}}, corpus="tiny",
                 corpus_ids=pool)
-    view = evaluate.CorpusCache(lambda name: docs).view(task)
+    view = runner.CorpusCache(lambda name: docs).view(task)
     assert view.ids == ("d2", "d5", "d7") and view.plan_texts == ("text 2", "text 5", "text 7")
     assert view.key.startswith("tiny[3 ids ")
     with pytest.raises(ValueError, match="corpus_ids"):
@@ -400,7 +401,7 @@ def test_rerendering_a_file_that_is_not_a_report_is_one_line(tmp_path: Path, cap
 
 
 def test_score_fusion_weights_each_systems_cosines() -> None:
-    from tools.fusion_probe import fused_rankings
+    from tools.experiments.fusion_probe import fused_rankings
 
     axes = np.eye(3, dtype=np.float32)
     # System A puts the query on document 0, system B on document 1; document 2 is second for both.
@@ -412,8 +413,8 @@ def test_score_fusion_weights_each_systems_cosines() -> None:
 
 
 def test_bm25_fuses_with_a_score_fusion_of_two_dense_systems() -> None:
-    from tools.eval_systems import BM25System, Corpus, DenseSystem, HybridSystem
-    from tools.fusion_probe import ScoreFusionSystem
+    from tools.evaluate.systems import BM25System, Corpus, DenseSystem, HybridSystem
+    from tools.experiments.fusion_probe import ScoreFusionSystem
 
     corpus = Corpus(key="t", ids=("a", "b", "c"), texts=("fever cough", "knee pain", "chest pain breathing"))
     axes = np.eye(3, dtype=np.float32)
@@ -430,18 +431,20 @@ def test_bm25_fuses_with_a_score_fusion_of_two_dense_systems() -> None:
 
 
 def test_fusion_probe_refuses_bad_weights(capsys: pytest.CaptureFixture[str]) -> None:
-    from tools import fusion_probe
+    from tools.experiments import fusion_probe
 
     assert fusion_probe.main(["--weights", "0,x"]) == 2
     assert "--weights" in capsys.readouterr().err
 
 
 def test_evaluated_hybrid_is_the_runtime_hybrid(tiny) -> None:
-    """HybridSystem fuses exactly as Searcher does (same k, same depth), given the same two rankings."""
+    """HybridSystem ranks as Searcher does, given the same two rankings: its top DEFAULT_K are `search`'s default
+    results, and the rest follows the runtime's fusion at the requested depth."""
     from edge import Collection, QueryEncoder, Searcher
     from edge.hybrid import FUSION_K
+    from edge.search import DEFAULT_K
     from edge.text import clean_query
-    from tools.eval_systems import HybridSystem, System
+    from tools.evaluate.systems import HybridSystem, System
 
     searcher = Searcher(Collection(tiny.collection), QueryEncoder(tiny.encoder))
     collection = searcher.collection
@@ -454,6 +457,9 @@ def test_evaluated_hybrid_is_the_runtime_hybrid(tiny) -> None:
         def rank(self, queries, corpus, depth):
             return [self.ranking(clean_query(query), depth) for query in queries]
 
+    # Exact dense search on both sides of the comparison: an ANN top-30 need not be the prefix of an ANN top-100,
+    # while the evaluation's systems are exact, so their head is the prefix of any deeper ranking.
+    collection.search_vectors = collection.exact_search
     dense = Ranked("dense", lambda q, depth: collection.search_vectors(searcher.encoder.encode([q]).vectors, depth)[0].keys)
     lexical = Ranked("bm25", lambda q, depth: collection.search_lexical(q, depth).keys)
     hybrid = HybridSystem("hybrid", lexical, dense)
@@ -463,7 +469,10 @@ def test_evaluated_hybrid_is_the_runtime_hybrid(tiny) -> None:
         evaluated = hybrid.rank(queries, None, k)
         for query, ranking in zip(queries, evaluated):
             shipped = [result.key for result in searcher.search(query, k=k, mode="hybrid").results]
-            assert ranking.tolist() == shipped, query
+            # The head is what `care-edge search` returns at its default k; the rest is the runtime's depth-k fusion.
+            head = [result.key for result in searcher.search(query, mode="hybrid").results]
+            assert ranking.tolist()[:DEFAULT_K] == head, query
+            assert ranking.tolist() == head + [key for key in shipped if key not in head][: k - len(head)], query
             # The tiny collection has 200 documents: fusing both full rankings (deeper than the runtime) would
             # rank differently for some query, so the equality above also pins the depth.
             deep = reciprocal_rank_fusion([dense.rank([query], None, 1000)[0], lexical.rank([query], None, 1000)[0]],

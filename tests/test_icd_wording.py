@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from tools import corpora, splits
-from tools.icd_wording import (
+from tools.data import icd10 as corpora
+from tools.data import splits
+from tools.data.icd_wording import (
     CHILDREN_LANGS,
     CHILDREN_MAX_QUERIES,
     PARENT_LANGS,
@@ -14,9 +15,11 @@ from tools.icd_wording import (
     WORDING_BUILDERS,
     wording_key,
 )
-from tools.tasks import ALL_TASKS, load_task
+from tools.data.records import DEFAULT_DATA_DIR
+from tools.data.registry import load_corpus
+from tools.data.tasks import ALL_TASKS, load_task
 
-pytestmark = pytest.mark.skipif(not corpora.DEFAULT_DATA_DIR.exists(), reason="needs ../shared/data")
+pytestmark = pytest.mark.skipif(not DEFAULT_DATA_DIR.exists(), reason="needs ../shared/data")
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +83,7 @@ def test_edition_task_queries_another_wording_of_a_held_out_code(lang, count, en
     train, held = split_codes
     task = load_task(f"icd-edition-{lang}")
     assert len(task.queries) == count
-    documents = {d.id: d for d in corpora.load_corpus("icd10")}
+    documents = {d.id: d for d in load_corpus("icd10")}
     for code, query in task.queries.items():
         assert code in held and code not in train and task.qrels[code] == {code: 1}
         assert query in entries[code].aliases[lang]

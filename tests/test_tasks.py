@@ -1,4 +1,4 @@
-"""tools.tasks against the real shared data (skipped when ../shared/data is absent)."""
+"""tools.data.tasks against the real shared data (skipped when ../shared/data is absent)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ from collections import Counter
 
 import pytest
 
-from tools import corpora, splits
-from tools.corpora import DEFAULT_DATA_DIR, DataError
-from tools.splits import eval_texts, normalize_text
-from tools.icd_wording import WORDING_BUILDERS
-from tools.tasks import ALL_TASKS, TASK_KINDS, LabeledText, Task, load_task
+from tools.data import splits
+from tools.data.records import DEFAULT_DATA_DIR, DataError
+from tools.data.registry import load_corpus
+from tools.data.splits import eval_texts, normalize_text
+from tools.data.tasks import ALL_TASKS, TASK_KINDS, LabeledText, Task, load_task
+from tools.data.icd_wording import WORDING_BUILDERS
 
 pytestmark = pytest.mark.skipif(not DEFAULT_DATA_DIR.is_dir(), reason=f"shared data not found at {DEFAULT_DATA_DIR}")
 
@@ -34,7 +35,7 @@ REQUIRED = {
 
 
 def _corpus_ids(name: str, source: str | None = None) -> set[str]:
-    return {d.id for d in corpora.load_corpus(name) if source is None or d.meta["source"] == source}
+    return {d.id for d in load_corpus(name) if source is None or d.meta["source"] == source}
 
 
 def test_all_tasks_load() -> None:

@@ -16,13 +16,28 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# Torch is the tools extra's: `make test-slow` (and CI) installs it and runs these; `make test` leaves them out.
+pytestmark = pytest.mark.needs_tools
 torch = pytest.importorskip("torch")
 
 from edge import formats  # noqa: E402
-from tools import corpora, losses, negatives, splits, train, train_data, train_state  # noqa: E402
-from tools import student as st  # noqa: E402
-from tools.corpora import DEFAULT_DATA_DIR  # noqa: E402
-from tools.train_loop import batch_rows, linear_schedule, steps_for  # noqa: E402
+from tools.data import splits  # noqa: E402
+from tools.data.records import DEFAULT_DATA_DIR, DataError  # noqa: E402
+from tools.data.registry import load_corpus  # noqa: E402
+from tools.export import cli as export_cli  # noqa: E402
+from tools.train import (  # noqa: E402
+    cli as train,
+    config as train_config,
+    data as train_data,
+    losses,
+    negatives,
+    runs,
+    stage1,
+    stage2,
+    state as train_state,
+    student as st,
+)
+from tools.train.loop import batch_rows, linear_schedule, steps_for  # noqa: E402
 
 needs_data = pytest.mark.skipif(not DEFAULT_DATA_DIR.is_dir(), reason=f"shared data not found at {DEFAULT_DATA_DIR}")
 
@@ -83,10 +98,10 @@ def _stage2_batch(co_weight: float):
     llm_queries = docs[:3] + 0.05  # the LLM teacher prefers each query's own positive
     co_queries, co_docs = _unit(3, 4, 17), _unit(6, 4, 18)
     mask = torch.zeros(3, 6, dtype=torch.bool)
-    config = train.Stage2Config(student=Path("."), out=Path("."), steps=1, kl_co_weight=co_weight,
+    config = train_config.Stage2Config(student=Path("."), out=Path("."), steps=1, kl_co_weight=co_weight,
                                 kl_co_teacher=Path("e5"), align_weight=0.0)
     model = lambda ids, attention: student  # noqa: E731  (the batch's student vectors, as a model would give)
-    return train.stage2_loss(config), model, ((None, None), llm_queries, docs, mask, (co_queries, co_docs)), \
+    return stage2.stage2_loss(config), model, ((None, None), llm_queries, docs, mask, (co_queries, co_docs)), \
         (student, llm_queries, co_queries, docs, co_docs)
 
 
@@ -136,6 +151,22 @@ def test_a_truncated_head_outputs_the_prefix_of_the_full_head() -> None:
     assert torch.allclose(model.projection(x), full[:, :3])
     with pytest.raises(ValueError):
         st.truncate_projection(model, 4)  # only ever fewer dims
+
+
+def test_the_export_cli_refuses_options_of_the_other_source_in_one_line(tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    out = str(tmp_path / "out")
+    cases = [
+        (["--model", str(tmp_path), "--out", out], "--aligned-to"),
+        (["--model", str(tmp_path), "--out", out, "--aligned-to", str(tmp_path), "--dims", "8"], "--dims"),
+        (["--student", str(tmp_path), "--out", out, "--symmetric-passage-prompt", "passage: "], "--model"),
+        (["--student", str(tmp_path), "--out", out], "not a student folder"),
+    ]
+    for args, fragment in cases:
+        assert export_cli.main(args) == 2, args
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("error: ") and fragment in err, (args, err)
+    assert not (tmp_path / "out").exists()
 
 
 # ------------------------------------------------------------------------------------------------ negatives
@@ -191,19 +222,19 @@ def test_linear_schedule_warms_up_then_decays_to_zero() -> None:
 def test_a_finished_run_is_reused_only_for_the_same_recipe(tmp_path: Path) -> None:
     from edge.errors import BadInput
 
-    config = train.Stage1Config(student=tmp_path / "e5", out=tmp_path / "run", steps=5, resume=True, titles=10)
+    config = train_config.Stage1Config(student=tmp_path / "e5", out=tmp_path / "run", steps=5, resume=True, titles=10)
     (config.out / st.MODEL_SUBDIR).mkdir(parents=True)
-    recorded = train._jsonable(config)
+    recorded = train_config.jsonable(config)
     del recorded["titles"]  # a run from before the setting existed: read as its default, 0
     train_state.update_run(config.out, stage="stage1", status="complete", config=recorded, document_encoder={})
     with pytest.raises(BadInput, match=r"other settings \(titles\)"):
-        train._already_complete(config, "stage1")
-    untitled = train.Stage1Config(student=tmp_path / "e5", out=tmp_path / "run", steps=5, resume=True)
-    assert train._already_complete(untitled, "stage1") is not None
+        runs.already_complete(config, "stage1")
+    untitled = train_config.Stage1Config(student=tmp_path / "e5", out=tmp_path / "run", steps=5, resume=True)
+    assert runs.already_complete(untitled, "stage1") is not None
     # How it is run (threads, logging) is not the recipe; the learning rate is.
-    assert train._already_complete(replace(untitled, threads=1, log_every=3), "stage1") is not None
+    assert runs.already_complete(replace(untitled, threads=1, log_every=3), "stage1") is not None
     with pytest.raises(BadInput, match=r"\(lr\)"):
-        train._already_complete(replace(untitled, lr=1e-4), "stage1")
+        runs.already_complete(replace(untitled, lr=1e-4), "stage1")
 
 
 def test_capped_choice_does_not_depend_on_order() -> None:
@@ -224,7 +255,7 @@ def test_a_source_cap_overrides_the_common_cap_for_that_source_only() -> None:
     assert counts == {"kuake": 6, "chip": 10}
     assert train.build_parser().parse_args(["teacher", "stage2", "--source-caps", "chip=10,kuake=0"]).source_caps \
         == (("chip", 10), ("kuake", None))
-    with pytest.raises(corpora.DataError, match="unknown"):
+    with pytest.raises(DataError, match="unknown"):
         train_data.stage2_data(max_per_source=6, negative_corpora=(), sources=sources, source_caps={"chipp": 1})
 
 
@@ -234,10 +265,10 @@ def test_stage1_titles_are_cmedir_title_heads_sampled_by_their_own_count() -> No
                                   sources=("kuake", "titles"))
     by_source = {s: [t for t, src in zip(data.texts, data.sources) if src == s] for s in set(data.sources)}
     assert len(by_source["kuake"]) == 5 and len(by_source["titles"]) == 30  # --max-per-source does not cap titles
-    heads = {train_data.cut_document(d.text, 24) for d in corpora.load_corpus("cmedir-titles")}
+    heads = {train_data.cut_document(d.text, 24) for d in load_corpus("cmedir-titles")}
     assert set(by_source["titles"]) <= heads
     assert not any(splits.is_eval_text(t) for t in by_source["titles"])
-    with pytest.raises(corpora.DataError, match="--titles"):
+    with pytest.raises(DataError, match="--titles"):
         train_data.stage1_data(max_per_source=5, titles=30, sources=("titles",), source_caps={"titles": 3})
 
 
@@ -245,14 +276,14 @@ def test_stage1_titles_are_cmedir_title_heads_sampled_by_their_own_count() -> No
 def test_medquad_pairs_point_at_medquad_documents_and_never_at_a_held_out_answer() -> None:
     pairs = train_data.stage2_data(max_per_source=40, negative_corpora=(), sources=("medquad",))
     assert pairs.counts() == {"medquad": 40}
-    documents = {d.text for d in corpora.load_corpus("medquad-en")}
+    documents = {d.text for d in load_corpus("medquad-en")}
     held_answers = {r.answer for r in splits.medquad_split().eval}
     assert held_answers and all(p.document in documents for p in pairs.pairs)
     assert not {p.document for p in pairs.pairs} & held_answers
 
 
 def test_llm_labelling_pairs_each_query_with_its_top_document_and_drops_weak_or_own_text_labels() -> None:
-    from tools.llm_labels import top_document_pairs
+    from tools.train.llm_labels import top_document_pairs
 
     axes = np.eye(8, dtype=np.float32)
     docs = axes[:6]
@@ -284,7 +315,7 @@ def test_llm_labelled_pairs_join_stage2_and_evaluation_texts_are_refused() -> No
     with pytest.raises(splits.EvalLeakError):
         train_data.stage2_data(max_per_source=4, negative_corpora=(), sources=("chip",),
                                extra_pairs=[train_data.Pair(leak, "糖尿病吃什么好", "llm-kuake")])
-    with pytest.raises(corpora.DataError, match="unknown"):
+    with pytest.raises(DataError, match="unknown"):
         train_data.unlabeled_queries(None, {"documents": 3}, seed=0)
     args = train.build_parser().parse_args(["teacher", "stage2", "--llm-labelled", "kuake=4000,toyhom=0"])
     assert args.llm_labelled == (("kuake", 4000), ("toyhom", None))
@@ -298,13 +329,13 @@ def test_stage2_labels_unlabeled_queries_with_the_teachers_top_document() -> Non
             out = np.asarray(rows, dtype=np.float32)
             return out / np.linalg.norm(out, axis=1, keepdims=True)
 
-    config = train.Stage2Config(student=Path("."), out=Path("."), llm_labelled=(("chip", 20),),
+    config = train_config.Stage2Config(student=Path("."), out=Path("."), llm_labelled=(("chip", 20),),
                                 llm_labelled_min_score=-1.0)
-    pairs, report = train._llm_labelled_pairs(config, HashTeacher(), 16)
-    titles = {d.text for d in corpora.load_corpus("cmedir-titles")}
+    pairs, report = stage2._llm_labelled_pairs(config, HashTeacher(), 16)
+    titles = {d.text for d in load_corpus("cmedir-titles")}
     assert len(pairs) == 20 and report["chip"]["kept"] == 20 and report["corpus"] == "cmedir-titles"
     assert all(p.document in titles and p.source == "llm-chip" for p in pairs)
-    assert train._llm_labelled_pairs(train.Stage2Config(student=Path("."), out=Path(".")), HashTeacher(), 16) \
+    assert stage2._llm_labelled_pairs(train_config.Stage2Config(student=Path("."), out=Path(".")), HashTeacher(), 16) \
         == ([], {})
 
     class EvalTitleTeacher(HashTeacher):  # every query sits on the titles that are also evaluation queries
@@ -316,7 +347,7 @@ def test_stage2_labels_unlabeled_queries_with_the_teachers_top_document() -> Non
 
     leaky = [t for t in titles if splits.is_eval_text(t)]
     assert leaky  # e.g. a KUAKE test question that is also a cMedIR title
-    pairs, _ = train._llm_labelled_pairs(config, EvalTitleTeacher(), 16)
+    pairs, _ = stage2._llm_labelled_pairs(config, EvalTitleTeacher(), 16)
     assert len(pairs) == 20 and not any(splits.is_eval_text(p.document) for p in pairs)
 
 
@@ -366,9 +397,9 @@ def _stage2_data() -> train_data.Stage2Data:
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
-    from tools.export import PARITY_TEXTS
-    from tools.models import ModelCache, cache_root
-    from tools.vocab import prune_model_dir
+    from tools.build.vocab import prune_model_dir
+    from tools.export.query_encoder import PARITY_TEXTS
+    from tools.models.cache import ModelCache, cache_root
 
     models = ModelCache(cache_root())
     for path in (models.gemma3_270m_gguf, models.e5_dir / "model.safetensors"):
@@ -384,7 +415,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
 
     assert train.main(_stage1_args(student, root / "s1", teacher_args)) == 0
     assert train.main(_stage2_args(root / "s1", root / "s2", teacher_args)) == 0
-    assert train.main(["export", "--student", str(root / "s2"), "--out", str(root / "query_encoder")]) == 0
+    assert export_cli.main(["--student", str(root / "s2"), "--out", str(root / "query_encoder")]) == 0
     return Pipeline(root, student, root / "s1", root / "s2", root / "query_encoder", teacher_args)
 
 
@@ -445,7 +476,7 @@ def test_export_loads_in_the_runtime_and_matches_the_student(pipeline: Pipeline)
     assert vectors.shape == (2, DIMS)
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-3)
     model_dir = pipeline.stage2 / "model"
-    tokenize = st.StudentTokenizer(model_dir / "tokenizer.json", 64, train.STUDENT_PROMPT)
+    tokenize = st.StudentTokenizer(model_dir / "tokenizer.json", 64, train_config.STUDENT_PROMPT)
     reference = st.encode(st.load_student(model_dir), tokenize, texts)
     assert np.min(np.sum(vectors * reference, axis=1)) > 0.95  # INT8 graph vs the torch student
     document_encoder = train_state.read_run(pipeline.stage2)["document_encoder"]
@@ -460,18 +491,18 @@ def test_a_matryoshka_export_is_the_prefix_of_the_student_aligned_at_fewer_dims(
 
     half = DIMS // 2
     out = pipeline.root / "query_encoder_half"
-    assert train.main(["export", "--student", str(pipeline.stage2), "--out", str(out), "--dims", str(half)]) == 0
+    assert export_cli.main(["--student", str(pipeline.stage2), "--out", str(out), "--dims", str(half)]) == 0
     encoder = QueryEncoder(out)
     texts = ["胸痛伴呼吸困难是什么原因", "What are the symptoms of glaucoma?"]
     vectors = encoder.encode(texts).vectors
     model_dir = pipeline.stage2 / "model"
-    tokenize = st.StudentTokenizer(model_dir / "tokenizer.json", 64, train.STUDENT_PROMPT)
+    tokenize = st.StudentTokenizer(model_dir / "tokenizer.json", 64, train_config.STUDENT_PROMPT)
     prefix = st.encode(st.load_student(model_dir), tokenize, texts)[:, :half]
     prefix /= np.linalg.norm(prefix, axis=1, keepdims=True)
     assert vectors.shape == (2, half) and np.min(np.sum(vectors * prefix, axis=1)) > 0.95
     document_encoder = {**train_state.read_run(pipeline.stage2)["document_encoder"], "dims": half}
     assert encoder.manifest["alignment"]["alignment_id"] == formats.alignment_id(document_encoder)
-    assert train.main(["export", "--student", str(pipeline.stage2), "--out", str(pipeline.root / "x"),
+    assert export_cli.main(["--student", str(pipeline.stage2), "--out", str(pipeline.root / "x"),
                        "--dims", str(DIMS * 2)]) != 0  # only ever fewer dims
 
 
@@ -480,7 +511,7 @@ def test_a_matryoshka_export_is_the_prefix_of_the_student_aligned_at_fewer_dims(
 def test_an_interrupted_run_resumes_to_the_uninterrupted_result(
     pipeline: Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    make_loss = train.stage1_loss
+    make_loss = stage1.stage1_loss
 
     def interrupting(config):  # SIGINT arrives during the 5th step of this process
         inner, calls = make_loss(config), {"n": 0}
@@ -495,12 +526,12 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_result(
 
     out = tmp_path / "s1"
     args = _stage1_args(pipeline.student, out, pipeline.teacher_args)
-    monkeypatch.setattr(train, "stage1_loss", interrupting)
+    monkeypatch.setattr(stage1, "stage1_loss", interrupting)
     assert train.main(args) == 130
     assert "--resume" in capsys.readouterr().err
     assert train_state.load_checkpoint(out / train_state.CHECKPOINT_FILE)["step"] == 5
     assert train.main(args) == 2  # a checkpoint is there: refuse to start over it without --resume
-    monkeypatch.setattr(train, "stage1_loss", make_loss)
+    monkeypatch.setattr(stage1, "stage1_loss", make_loss)
     assert train.main([*args, "--resume"]) == 0
     assert len(_losses(out, "stage1")) == 12
     resumed = st.load_student(out / "model").state_dict()
@@ -563,7 +594,7 @@ def test_stage2_needs_a_stage1_student(pipeline: Pipeline, tmp_path: Path,
 
 @pytest.mark.slow
 @needs_data
-def test_all_chains_both_stages_and_the_export_from_cached_teacher_vectors(
+def test_all_chains_both_stages_from_cached_teacher_vectors_then_the_export_reads_the_run(
     pipeline: Pipeline, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from edge.encoder import QueryEncoder
@@ -576,6 +607,7 @@ def test_all_chains_both_stages_and_the_export_from_cached_teacher_vectors(
     assert train.main(args) == 0  # same texts as the fixture's runs: every teacher vector is already cached
     for stage in ("stage1", "stage2"):
         assert train_state.read_run(out / stage)["status"] == "complete"
+    assert export_cli.main(["--student", str(out / "stage2"), "--out", str(out / "query_encoder")]) == 0
     assert QueryEncoder(out / "query_encoder").encode(["发烧咳嗽"]).vectors.shape == (1, DIMS)
     capsys.readouterr()
     assert train.main(args) == 2  # complete runs are only reused on --resume

@@ -1,0 +1,5 @@
+import sys
+
+from tools.evaluate.cli import main
+
+sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from tools.models.cache import main
+
+sys.exit(main())

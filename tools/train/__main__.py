@@ -1,0 +1,5 @@
+import sys
+
+from tools.train.cli import main
+
+sys.exit(main())
