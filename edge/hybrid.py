@@ -180,7 +180,7 @@ def _field_strings(node: Any, path: Sequence[str]) -> list[str]:
     if path:
         head, rest = path[0], path[1:]
         if head == "*":
-            children = list(node.values()) if isinstance(node, Mapping) else list(node) if isinstance(node, list) else []
+            children = list(node.values()) if isinstance(node, Mapping) else node if isinstance(node, list) else []
             return [text for child in children for text in _field_strings(child, rest)]
         return _field_strings(node[head], rest) if isinstance(node, Mapping) and head in node else []
     if isinstance(node, str):
@@ -415,6 +415,6 @@ def fuse_hybrid(dense_keys: np.ndarray, lexical_keys: np.ndarray, k: int, fusion
     else:
         if dense_scores is None or lexical_scores is None:
             raise ValueError(f"fusion kind {fusion.kind!r} needs the scores of both lists")
-        keys, scores = score_fusion(dense, np.asarray(dense_scores)[:depth], lexical, np.asarray(lexical_scores)[:depth],
-                                    fusion.dense_weight, fusion.lexical_weight)
+        keys, scores = score_fusion(dense, np.asarray(dense_scores)[:depth], lexical,
+                                    np.asarray(lexical_scores)[:depth], fusion.dense_weight, fusion.lexical_weight)
     return keys[:k], scores[:k]

@@ -86,7 +86,8 @@ def test_score_fusion_by_hand() -> None:
     # 1: 0.7; 2: 0.525; 3: 0 + 0.15; 4: 0.3.
     assert keys.tolist() == [1, 2, 4, 3]
     np.testing.assert_allclose(fused, [0.7, 0.525, 0.3, 0.15], rtol=1e-6)
-    assert score_fusion(np.array([7]), np.array([0.4]), np.array([], dtype=np.int64), np.array([]), 1, 1)[0].tolist() == [7]
+    lone = score_fusion(np.array([7]), np.array([0.4]), np.array([], dtype=np.int64), np.array([]), 1.0, 1.0)
+    assert lone[0].tolist() == [7]
     with pytest.raises(ValueError, match="needs the scores"):
         fuse_hybrid(dense_keys, lexical_keys, 4, Fusion("scores"))
 

@@ -343,6 +343,11 @@ def _icd_chapter_cluster(data_dir: Path) -> Task:
     )
 
 
+def _task_from_spec(build: Callable[[Path], dict]) -> Callable[[Path], Task]:
+    """A builder of :mod:`tools.data.icd_wording` (the keyword arguments of a Task) as a Task builder."""
+    return lambda data_dir: Task(**build(data_dir))
+
+
 _BUILDERS: dict[str, Callable[[Path], Task]] = {
     "cmedir-retrieval": _cmedir_retrieval,
     "toyhom-qa": _toyhom_qa,
@@ -355,7 +360,7 @@ _BUILDERS: dict[str, Callable[[Path], Task]] = {
     "chip-pairclass": _chip_pairclass,
     "toyhom-dept": _toyhom_dept,
     "icd-chapter-cluster": _icd_chapter_cluster,
-    **{name: (lambda build: lambda data_dir: Task(**build(data_dir)))(build) for name, build in WORDING_BUILDERS.items()},
+    **{name: _task_from_spec(build) for name, build in WORDING_BUILDERS.items()},
 }
 
 ALL_TASKS: tuple[str, ...] = tuple(_BUILDERS)

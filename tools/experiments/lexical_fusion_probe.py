@@ -155,7 +155,8 @@ def score_task(task, ids: Sequence[str], lists: Lists, qids: Sequence[str]) -> d
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.experiments.lexical_fusion_probe", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.experiments.lexical_fusion_probe",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", default=DEFAULT_TASKS)
     parser.add_argument("--index-root", type=Path, default=REPO / "prebuilt_index")
     parser.add_argument("--encoder", type=Path, default=REPO / "prebuilt_index" / "query_encoder")
@@ -185,7 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{name}: dense R@5 {results[name]['metrics']['dense'].get('recall@5')}, best {best[0]} "
               f"{best[1].get('recall@5')} [{time.perf_counter() - start:.0f} s]", file=sys.stderr, flush=True)
     report = {"format": "care-edge/probe", "created": created_info(
-        "tools.experiments.lexical_fusion_probe", "python -m tools.experiments.lexical_fusion_probe " + shlex.join(list(argv or sys.argv[1:]))),
+        "tools.experiments.lexical_fusion_probe",
+        "python -m tools.experiments.lexical_fusion_probe " + shlex.join(list(argv or sys.argv[1:]))),
         "query_encoder": encoder.name, "fusion_depth": FUSION_DEPTH, "field_sets": FIELD_SETS,
         "fusions": list(FUSIONS), "tasks": results}
     args.out.mkdir(parents=True, exist_ok=True)
