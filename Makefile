@@ -6,7 +6,7 @@ PIP := $(VPY) -m pip install -q --disable-pip-version-check
 # A portable llama.cpp build (no -march=native), so a wheel built here runs on other x86-64 CPUs.
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
-.PHONY: run test test-slow setup-runtime setup-test setup-tools models bootstrap prebuilt e5-symmetric care-eval full-eval shipped-eval icd10-relex wording-eval prebuilt-install bench package package-smoke clean
+.PHONY: run serve serve-load test test-slow test-browser setup-runtime setup-test setup-tools models bootstrap prebuilt e5-symmetric care-eval full-eval shipped-eval icd10-relex wording-eval prebuilt-install bench package package-smoke clean
 
 $(VPY):
 	$(PY) -m venv $(VENV)
@@ -30,11 +30,24 @@ run: setup-runtime
 test: setup-test
 	$(VPY) -m pytest -q -m "not slow and not needs_tools"
 
+# The search page in headless Chromium: the system's Chromium (installed here with apt when run as root, with a CJK
+# font so Chinese renders), driven by Playwright's Python package (the `browser` extra; its browser downloads are never
+# used). Without Chromium the tests skip with one line. Screenshots of the main states go to $(SCREENSHOTS).
+SCREENSHOTS ?= build/screenshots
+test-browser: setup-test
+	$(PIP) -e '.[test,browser]'
+	@{ test -x /usr/bin/chromium && fc-list 2>/dev/null | grep -qi wqy; } || { test "$$(id -u)" = 0 && command -v apt-get >/dev/null && \
+		DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium fonts-wqy-zenhei >/dev/null; } || \
+		echo "test-browser: chromium could not be installed (apt-get install -y chromium): the browser tests will skip"
+	CARE_EDGE_SCREENSHOTS=$(SCREENSHOTS) $(VPY) -m pytest -q -m browser
+
 # Real GGUF encoding and training on small real inputs, and the fast tests that need the tools extra (torch, bm25s).
 # The binary's tests (tests/test_packaging.py, slow) run in package-smoke, which builds the binary first.
 test-slow: setup-tools
 	$(VPY) -m tools.models fetch
-	$(VPY) -m pytest -q -m "slow or needs_tools" --ignore=tests/test_packaging.py
+	$(VPY) -m pytest -q -m "(slow or needs_tools) and not browser" --ignore=tests/test_packaging.py \
+		--ignore=tests/test_serve_binary.py
 
 models: setup-tools
 	$(VPY) -m tools.models fetch
@@ -164,6 +177,14 @@ prebuilt-install: prebuilt
 bench: setup-runtime
 	$(VENV)/bin/care-edge bench --json
 
+# The local search page on 127.0.0.1 (Ctrl+C stops it).
+serve: setup-runtime
+	$(VENV)/bin/care-edge serve --open
+
+# 4 clients for 30 s of real queries against `care-edge serve`: latency, errors, memory, answers equal to the CLI's.
+serve-load: setup-runtime
+	$(VPY) -m edge.serve.loadtest --clients 4 --seconds 30
+
 clean:
 	rm -rf $(VENV) build dist *.egg-info
 
@@ -179,4 +200,4 @@ package: setup-runtime
 package-smoke: setup-test
 	@test -x dist/care-edge && $(VPY) packaging/sources_digest.py --check dist/care-edge.sources.sha256 \
 		|| $(MAKE) package
-	$(VPY) -m pytest -q -m slow tests/test_packaging.py
+	$(VPY) -m pytest -q -m slow tests/test_packaging.py tests/test_serve_binary.py

@@ -1,4 +1,4 @@
-"""``care-edge``: search, embed, info and bench on the command line.
+"""``care-edge``: search, embed, info, bench, index and serve on the command line.
 
 Every failure is one line on stderr and an exit code: 2 bad input or usage, 3 missing/corrupt/mismatched artifact,
 1 anything else (``CARE_EDGE_DEBUG=1`` adds the traceback).
@@ -26,8 +26,10 @@ from edge.encoder import QueryEncoder
 from edge.errors import ArtifactError, BadInput, CareEdgeError
 from edge.files import atomic_write_json
 from edge.formats import SEARCH_MODES
+from edge.index.cli import add_index_command
 from edge.paths import resolve_collection_dir, resolve_encoder_dir
 from edge.queryfile import read_queries_file
+from edge.serve.command import add_parser as add_serve_parser
 from edge.search import DEFAULT_K, K_MAX, K_MIN, SearchResponse, Searcher, alignment_problem, check_k
 from edge.integrity import verify_files
 from edge.limits import bench_threads_limit, parse_threads
@@ -106,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("reports", nargs="+", metavar="REPORT.json")
     compare.add_argument("--json", action="store_true", help="JSON output")
     compare.set_defaults(handler=cmd_bench_compare)
+    add_index_command(commands)
+    add_serve_parser(commands)
     return parser
 
 
@@ -136,6 +140,8 @@ def _format_response(response: SearchResponse) -> str:
     for rank, result in enumerate(response.results, start=1):
         prefix = f"{rank:>3}. {result.score:.4f}  {result.id}  "
         lines.append(prefix + one_line(result.text, max(20, width - len(prefix))))
+        if "file" in result.meta:
+            lines.append(" " * 5 + one_line(_source_line(result.meta), max(20, width - 5)))
     if not lines:
         lines.append("(no results)")
     timings = response.timings_ms
@@ -145,6 +151,20 @@ def _format_response(response: SearchResponse) -> str:
         + f" | total {timings['total']:.2f} ms"
     )
     return "\n".join(lines)
+
+
+def _source_line(meta: dict[str, Any]) -> str:
+    """Where a passage of an indexed folder comes from: file, page, heading path, character span."""
+    where = [str(meta["file"])]
+    if "page" in meta:
+        where.append(f"p. {meta['page']}")
+    if "row" in meta:
+        where.append(f"row {meta['row']}")
+    if meta.get("headings"):
+        where.append(" > ".join(map(str, meta["headings"])))
+    if isinstance(meta.get("span"), list) and len(meta["span"]) == 2:
+        where.append(f"chars {meta['span'][0]}-{meta['span'][1]}")
+    return "from " + ", ".join(where)
 
 
 # --------------------------------------------------------------------------------------------------- commands

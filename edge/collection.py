@@ -192,6 +192,14 @@ class Collection:
     def fetch(self, keys: Sequence[int]) -> list[Document]:
         return self.docs.get(keys)
 
+    def fetch_by_ids(self, ids: Sequence[str]) -> list[Document]:
+        """Documents by their ``id`` (not their index key), in the given order; absent ids are skipped."""
+        return self.docs.get_by_ids(ids)
+
+    def fetch_by_id_prefix(self, prefix: str, limit: int) -> list[Document]:
+        """Up to ``limit`` documents whose ``id`` starts with ``prefix``, in id order (e.g. an ICD code's children)."""
+        return self.docs.get_by_id_prefix(prefix, limit)
+
     def close(self) -> None:
         self.docs.close()
 

@@ -104,6 +104,38 @@ class DocStore:
             )
         return [found[key] for key in wanted]
 
+    def get_by_ids(self, ids: Sequence[str]) -> list[Document]:
+        """The documents whose ``id`` is in ``ids``, in the order of ``ids``; ids that are absent are skipped."""
+        wanted = list(dict.fromkeys(str(doc_id) for doc_id in ids))
+        found: dict[str, Document] = {}
+        connection = self.connection()
+        try:
+            for start in range(0, len(wanted), SQLITE_MAX_PARAMS):
+                part = wanted[start : start + SQLITE_MAX_PARAMS]
+                placeholders = ",".join("?" * len(part))
+                for key, doc_id, text, meta in connection.execute(
+                    f"SELECT key, id, text, meta FROM docs WHERE id IN ({placeholders})", part
+                ):
+                    found[doc_id] = Document(key=key, id=doc_id, text=text, meta=_parse_meta(meta, self.path, key))
+        except sqlite3.DatabaseError as exc:
+            raise ArtifactError(f"{self.path} is corrupt ({exc}): re-copy or rebuild the collection") from None
+        return [found[doc_id] for doc_id in wanted if doc_id in found]
+
+    def get_by_id_prefix(self, prefix: str, limit: int) -> list[Document]:
+        """Up to ``limit`` documents whose ``id`` starts with ``prefix``, in id order (a range scan over the unique
+        index on ``id``, so it stays cheap on large stores)."""
+        # Ids compare as UTF-8 bytes; U+10FFFF sorts after every character that can follow the prefix.
+        upper = prefix + "\U0010ffff"
+        try:
+            rows = self.connection().execute(
+                "SELECT key, id, text, meta FROM docs WHERE id >= ? AND id < ? ORDER BY id LIMIT ?",
+                (prefix, upper, int(limit)),
+            ).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise ArtifactError(f"{self.path} is corrupt ({exc}): re-copy or rebuild the collection") from None
+        return [Document(key=key, id=doc_id, text=text, meta=_parse_meta(meta, self.path, key))
+                for key, doc_id, text, meta in rows]
+
     def close(self) -> None:
         with self._connections_lock:
             for connection in self._connections:

@@ -17,6 +17,7 @@ from edge.errors import ArtifactError
 from edge.integrity import read_regular_file
 
 ENV_INDEX_DIR = "CARE_EDGE_INDEX_DIR"
+ENV_USER_COLLECTIONS_DIR = "CARE_EDGE_COLLECTIONS_DIR"
 PREBUILT_DIR_NAME = "prebuilt_index"
 DEFAULTS_FILE = "default.json"
 DEFAULT_ENCODER_NAME = "query_encoder"
@@ -38,6 +39,18 @@ def prebuilt_index_dir() -> Path:
     if getattr(sys, "frozen", False) and bundle:
         return Path(bundle) / PREBUILT_DIR_NAME
     return Path(__file__).resolve().parent.parent / PREBUILT_DIR_NAME
+
+
+def user_collections_dir() -> Path:
+    """Where ``care-edge index --into NAME`` writes a user's own collections (it need not exist):
+    ``$CARE_EDGE_COLLECTIONS_DIR``, else ``$XDG_DATA_HOME/care-edge/collections``, else
+    ``~/.local/share/care-edge/collections``. Entries starting with a dot are work folders, not collections."""
+    configured = os.environ.get(ENV_USER_COLLECTIONS_DIR)
+    if configured:
+        return Path(configured).expanduser()
+    data_home = os.environ.get("XDG_DATA_HOME")
+    base = Path(data_home).expanduser() if data_home else Path.home() / ".local" / "share"
+    return base / "care-edge" / "collections"
 
 
 def read_defaults(prebuilt: Path | None = None) -> Defaults | None:
@@ -66,10 +79,13 @@ def _named_or_path(argument: str, prebuilt: Path) -> Path:
 
 
 def resolve_collection_dir(index: str | None) -> Path:
-    """``--index``: an existing directory, else a collection name under prebuilt_index, else the default."""
+    """``--index``: an existing directory, else a collection name under prebuilt_index, else one under
+    :func:`user_collections_dir`, else the default."""
     prebuilt = prebuilt_index_dir()
     if index:
         path = _named_or_path(index, prebuilt)
+        if not path.is_dir() and (user_collections_dir() / index).is_dir():
+            path = user_collections_dir() / index
     else:
         defaults = read_defaults(prebuilt)
         if defaults is None:

@@ -72,7 +72,7 @@ def alignment_problem(collection_manifest: Mapping[str, Any], encoder_manifest: 
     """A one-line explanation when the query encoder was not aligned to the collection's document encoder."""
     collection_id = collection_manifest["alignment_id"]
     encoder_id = encoder_manifest["alignment"]["alignment_id"]
-    if collection_id == encoder_id:
+    if collection_id == encoder_id or embedded_by_encoder(collection_manifest, encoder_manifest):
         return None
     collection_doc_encoder = collection_manifest["document_encoder"].get("name", "?")
     encoder_doc_encoder = encoder_manifest["alignment"].get("name", "?")
@@ -82,6 +82,16 @@ def alignment_problem(collection_manifest: Mapping[str, Any], encoder_manifest: 
         f"{collection_doc_encoder}): pass --encoder DIR with the query encoder built for this collection, "
         "or rebuild the collection with this encoder's document encoder"
     )
+
+
+def embedded_by_encoder(collection_manifest: Mapping[str, Any], encoder_manifest: Mapping[str, Any]) -> bool:
+    """The collection declares its passages were embedded by this query encoder's own graph (``care-edge index
+    --encoder query`` marks its document encoder ``symmetric``): queries and passages then share that graph's space,
+    whatever the graph was aligned to."""
+    document_encoder = collection_manifest["document_encoder"]
+    graph = encoder_manifest.get("files", {}).get("model.onnx", {})
+    return (document_encoder.get("symmetric") is True and document_encoder.get("kind") == "onnx"
+            and document_encoder.get("sha256") == graph.get("sha256"))
 
 
 class Searcher:

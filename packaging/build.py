@@ -118,7 +118,8 @@ def verify_prebuilt(prebuilt: Path) -> list[str]:
     return names
 
 
-def run_pyinstaller(prebuilt: Path, *, onedir: bool, name: str, dist: Path, work: Path) -> None:
+def run_pyinstaller(prebuilt: Path, *, onedir: bool, name: str, dist: Path, work: Path,
+                    search_only: bool = False) -> None:
     work.mkdir(parents=True, exist_ok=True)
     log_path = work / "pyinstaller.log"
     command = [
@@ -128,6 +129,8 @@ def run_pyinstaller(prebuilt: Path, *, onedir: bool, name: str, dist: Path, work
     ]  # fmt: skip
     if onedir:
         command.append("--onedir")
+    if search_only:
+        command.append("--search-only")
     with log_path.open("w", encoding="utf-8") as log:
         completed = subprocess.run(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, check=False)
     if completed.returncode != 0:
@@ -171,7 +174,7 @@ def check_entries(entries: list[Any], report: dict[str, Any], binary: Path, *, s
 
 
 def build(
-    prebuilt: Path, *, mode: str, name: str, dist: Path, work: Path, verify: bool
+    prebuilt: Path, *, mode: str, name: str, dist: Path, work: Path, verify: bool, search_only: bool = False
 ) -> dict[str, Any]:
     """``mode``: "selfextract" (default: onedir + single file), "onedir" or "pyinstaller-onefile". Returns the report
     of the last binary built."""
@@ -181,12 +184,14 @@ def build(
     collections = verify_prebuilt(prebuilt) if verify else collections_in(prebuilt)
     default_collection = json.loads((prebuilt / "default.json").read_text(encoding="utf-8"))["collection"]
     onedir = mode != "pyinstaller-onefile"
-    run_pyinstaller(prebuilt, onedir=onedir, name=name, dist=dist, work=work / ("onedir" if onedir else "onefile"))
+    run_pyinstaller(prebuilt, onedir=onedir, name=name, dist=dist, work=work / ("onedir" if onedir else "onefile"),
+                    search_only=search_only)
     extra = {
         "prebuilt": str(prebuilt),
         "collections": collections,
         "default_collection": default_collection,
         "pyinstaller": pyinstaller_version,
+        "index_command": not search_only,
         "python": platform.python_version(),
         "platform": f"{platform.system()}-{platform.machine()}",
     }
@@ -233,6 +238,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--dist", type=Path, default=REPO_ROOT / "dist", help="output directory (default dist/)")
     parser.add_argument("--work", type=Path, default=REPO_ROOT / "build" / "pyinstaller", help="PyInstaller work dir")
     parser.add_argument("--no-verify", action="store_true", help="skip the sha256 check of the prebuilt directory")
+    parser.add_argument("--search-only", action="store_true",
+                        help="leave out `care-edge index` (llama-cpp-python, pypdf, tqdm): a smaller binary")
     return parser.parse_args(argv)
 
 
@@ -246,6 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             dist=args.dist.resolve(),
             work=args.work.resolve(),
             verify=not args.no_verify,
+            search_only=args.search_only,
         )
     except BuildError as exc:
         print(f"build: error: {exc}", file=sys.stderr)

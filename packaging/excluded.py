@@ -12,13 +12,11 @@ TOOLS_DEPENDENCIES: tuple[str, ...] = (
     "torch",
     "torchvision",
     "torchaudio",
-    "llama_cpp",
     "transformers",
     "tokenizers.tools",  # visualiser; pulls in IPython/HTML helpers
     "onnx",
     "onnxscript",
     "onnxconverter_common",
-    "tqdm",  # usearch.index imports it for progress bars it never draws here: see rthooks/tqdm_stand_in.py
     "matplotlib",
     "bm25s",
     "sentencepiece",
@@ -32,7 +30,6 @@ TOOLS_DEPENDENCIES: tuple[str, ...] = (
     "PIL",
     "numba",
     "huggingface_hub",
-    "jinja2",
     "networkx",
     "psutil",
     "cpuinfo",
@@ -91,7 +88,13 @@ UNUSED_STDLIB: tuple[str, ...] = (
 
 EXCLUDED_MODULES: tuple[str, ...] = TOOLS_DEPENDENCIES + UNUSED_RUNTIME_PARTS + UNUSED_STDLIB
 
+# What `care-edge index` needs beyond the search runtime: llama-cpp-python (its Python package imports jinja2 and
+# diskcache at load time; its shared libraries are added by the spec), pypdf for PDFs, tqdm for the progress bar.
+# Bundled by default, loaded only when `index` runs (search keeps the silent tqdm stand-in of rthooks/); a
+# search-only build (`build.py --search-only`) leaves them out like the tools.
+INDEX_DEPENDENCIES: tuple[str, ...] = ("llama_cpp", "jinja2", "markupsafe", "diskcache", "pypdf", "tqdm")
 
-def is_excluded(module: str) -> bool:
+
+def is_excluded(module: str, excluded: tuple[str, ...] = EXCLUDED_MODULES) -> bool:
     """True when ``module`` (dotted name) is one of the excluded modules or inside one."""
-    return any(module == name or module.startswith(name + ".") for name in EXCLUDED_MODULES)
+    return any(module == name or module.startswith(name + ".") for name in excluded)

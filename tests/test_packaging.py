@@ -27,7 +27,7 @@ PACKAGING_DIR = REPO_ROOT / "packaging"
 sys.path.insert(0, str(PACKAGING_DIR))
 
 from archive_report import ArchiveEntry, forbidden_entries, module_name_of  # noqa: E402
-from excluded import EXCLUDED_MODULES, is_excluded  # noqa: E402
+from excluded import EXCLUDED_MODULES, INDEX_DEPENDENCIES, is_excluded  # noqa: E402
 from selfextract import COMPLETE, pack, read_layout  # noqa: E402
 
 BINARY_ENV = "CARE_EDGE_BINARY"
@@ -45,8 +45,11 @@ BENCH_DETERMINISTIC = ("n_queries", "k", "recall_at_10", "truncated_queries", "w
 
 
 def test_exclusions_cover_the_tools_dependencies() -> None:
-    for module in ("torch", "llama_cpp", "transformers", "onnx", "tqdm", "matplotlib", "tools", "torch.nn"):
+    for module in ("torch", "transformers", "onnx", "matplotlib", "tools", "torch.nn"):
         assert is_excluded(module), module
+    # `care-edge index` ships in the binary unless it is built --search-only.
+    for module in ("llama_cpp", "llama_cpp.llama", "pypdf", "tqdm"):
+        assert not is_excluded(module) and is_excluded(module, EXCLUDED_MODULES + INDEX_DEPENDENCIES), module
     # Only exact names or their submodules: onnxruntime is not onnx, tokenizers is not tokenizers.tools.
     for module in ("onnxruntime", "onnxruntime.capi", "tokenizers", "usearch.index", "numpy", "edge.cli", "sqlite3"):
         assert not is_excluded(module), module
@@ -66,8 +69,8 @@ def test_archive_entries_map_to_modules() -> None:
 
     clean = [entry("onnxruntime/capi/x.so"), entry("edge.cli", "module"), entry("prebuilt_index/onnx/x", "data")]
     assert forbidden_entries(clean) == []
-    dirty = clean + [entry("tqdm", "module"), entry("torch/lib/libc10.so"), entry("yaml/_yaml.so")]
-    assert forbidden_entries(dirty) == ["torch/lib/libc10.so", "tqdm", "yaml/_yaml.so"]
+    dirty = clean + [entry("transformers", "module"), entry("torch/lib/libc10.so"), entry("yaml/_yaml.so")]
+    assert forbidden_entries(dirty) == ["torch/lib/libc10.so", "transformers", "yaml/_yaml.so"]
 
 
 def _run_python(code: str) -> subprocess.CompletedProcess[str]:
@@ -343,7 +346,8 @@ def test_archive_is_small_and_leaves_out_the_tools(binary: Path) -> None:
     names = {entry.name for entry in entries}
     assert "prebuilt_index/default.json" in names
     assert {"edge.cli", "edge.search", "onnxruntime", "usearch.index", "tokenizers"} <= names
-    assert not any(name == "tqdm" or name.startswith("tqdm.") for name in names)
+    # The search path keeps the silent tqdm stand-in; the real tqdm is bundled for `care-edge index` only.
+    assert {"edge.index.run", "llama_cpp", "pypdf"} <= names
 
 
 @pytest.mark.slow
@@ -500,3 +504,22 @@ def test_corrupt_index_is_one_line_error(binary: Path, tiny_copy) -> None:
     run_binary(
         binary, "search", "fever", env=_clean_environment(CARE_EDGE_INDEX_DIR=str(tiny_copy.prebuilt))
     ).one_line_error(3, "default.json")
+
+
+@pytest.mark.slow
+def test_binary_indexes_a_folder_and_searches_it(binary: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "amox.md").write_text("# Amoxicillin\n\n## Dosage\n\nAdults take 500 mg every 8 hours.\n", encoding="utf-8")
+    (folder / "photo.txt").write_bytes(bytes(range(256)) * 8)
+    env = dict(os.environ, CARE_EDGE_COLLECTIONS_DIR=str(tmp_path / "collections"), XDG_CACHE_HOME=str(tmp_path))
+    done = subprocess.run([str(binary), "index", str(folder), "--into", "mine", "--encoder", "query", "--json"],
+                          env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 4, done.stderr  # written, one file skipped
+    summary = json.loads(done.stdout.splitlines()[-1])["summary"]
+    assert summary["indexed"] == 1 and summary["skipped_reasons"] == {"binary content": 1}
+    found = subprocess.run([str(binary), "search", "amoxicillin dose", "--index", "mine", "--json"],
+                           env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert found.returncode == 0, found.stderr
+    meta = json.loads(found.stdout)["results"][0]["meta"]
+    assert meta["file"] == str(folder / "amox.md") and meta["headings"] == ["Amoxicillin", "Dosage"]
