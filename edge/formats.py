@@ -19,7 +19,7 @@ from typing import Any, Iterable, Mapping
 from edge.errors import ArtifactError
 from edge.files import canonical_json, sha256_file
 from edge.integrity import read_regular_file
-from edge.hybrid import KEY_DTYPES, LEXICAL_KIND, TOKENIZER_ID
+from edge.hybrid import KEY_DTYPES, LEXICAL_KIND, TOKENIZER_ID, check_lexical_fields, fusion_from_manifest
 
 FORMAT_VERSION = 1
 COLLECTION_FORMAT = "care-edge/collection"
@@ -180,6 +180,12 @@ def _check_search_block(search: object, path: Path) -> None:
             f"{path}: lexical table was built with tokenizer {lexical.get('tokenizer')!r}, this care-edge "
             f"tokenises queries with {TOKENIZER_ID!r}: rebuild the collection with matching tools"
         )
+    try:
+        if "fields" in lexical:  # absent in collections built before fields were recorded: the document text
+            check_lexical_fields(lexical["fields"])
+        fusion_from_manifest(search.get("fusion"))
+    except ValueError as exc:
+        raise ArtifactError(f"{path}: {exc}: rebuild the collection") from None
 
 
 def _check_query_encoder_manifest(manifest: Mapping[str, Any], path: Path) -> None:

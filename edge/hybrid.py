@@ -26,8 +26,15 @@ row per token holding its posting list (document keys as little-endian delta-enc
 normalisation ``k1 * (1 - b + b * |d| / avgdl)`` as float64. A query reads one row per distinct token.
 
 Fusion: reciprocal rank fusion with k = 60 as in Cormack et al. (2009) over each side's top ``FUSION_DEPTH``
-(:func:`fuse_hybrid`); ``tools.evaluate.systems`` evaluates hybrid search through that same function. The measured
-figures of the shipped collections are in ``prebuilt_index/reports/eval-shipped.json``.
+(:func:`fuse_hybrid`), each side's term scaled by its weight when the collection's manifest records a
+``search.fusion`` block (:class:`Fusion`; plain RRF otherwise); ``tools.evaluate.systems`` evaluates hybrid search
+through that same function. The measured figures of the shipped collections are in
+``prebuilt_index/reports/eval-shipped.json``.
+
+Lexical text: the postings index, per document, the strings the manifest's ``search.lexical.fields`` select
+(:func:`lexical_text`): ``text`` (the document text, the default) and ``meta.<key>`` paths into the document's meta,
+``*`` standing for every value. The ICD-10 collection indexes every language's name of a code, kept in meta,
+which its document text (code, English, Chinese) leaves out.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ import re
 import sqlite3
 import unicodedata
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -64,6 +72,14 @@ MAX_QUERY_TOKENS = 256
 # outscore one ranked high on one side (prebuilt_index/reports/fusion-depth.json, docs/BENCHMARKS.md).
 FUSION_K = 60
 FUSION_DEPTH = 30
+FUSION_KIND = "rrf"
+SCORE_FUSION_KIND = "scores"
+FUSION_KINDS = (FUSION_KIND, SCORE_FUSION_KIND)
+# What the postings index by default: the document text. A collection may record more (``search.lexical.fields``,
+# e.g. the names every language gives an ICD code, kept in meta), see :func:`lexical_text`.
+LEXICAL_TEXT_FIELD = "text"
+DEFAULT_LEXICAL_FIELDS = (LEXICAL_TEXT_FIELD,)
+_FIELD_RE = re.compile(r"^(text|meta(\.(\*|[^.*]+))+)$")
 
 LEXICAL_TABLES_SQL = (
     f"CREATE TABLE {TERMS_TABLE} (term TEXT PRIMARY KEY, idf REAL NOT NULL, keys BLOB NOT NULL, tfs BLOB NOT NULL)"
@@ -138,10 +154,63 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 # ---------------------------------------------------------------------------------------------- storage
 
 
-def lexical_description(n_docs: int) -> dict[str, Any]:
-    """The manifest's ``search.lexical`` block for a collection of ``n_docs`` documents."""
+def lexical_description(n_docs: int, fields: Sequence[str] = DEFAULT_LEXICAL_FIELDS) -> dict[str, Any]:
+    """The manifest's ``search.lexical`` block for a collection of ``n_docs`` documents whose postings index
+    ``fields`` (see :func:`lexical_texts`)."""
     return {"kind": LEXICAL_KIND, "tokenizer": TOKENIZER_ID, "k1": K1, "b": B, "idf": "lucene",
-            "key_encoding": _key_encoding(n_docs), "tables": [TERMS_TABLE, DOCS_NORMS_TABLE]}
+            "key_encoding": _key_encoding(n_docs), "tables": [TERMS_TABLE, DOCS_NORMS_TABLE],
+            "fields": list(check_lexical_fields(fields))}
+
+
+def check_lexical_fields(fields: object) -> tuple[str, ...]:
+    """``fields`` as a tuple, or ValueError: a non-empty list of distinct ``text`` / ``meta.<key>[.<key>|.*]...``."""
+    if isinstance(fields, str) or not isinstance(fields, (list, tuple)) or not fields:
+        raise ValueError(f"lexical fields must be a non-empty list, got {fields!r}")
+    for field in fields:
+        if not isinstance(field, str) or not _FIELD_RE.match(field):
+            raise ValueError(f"lexical field {field!r} is not 'text' or 'meta.<key>[.<key>|.*]...'")
+    if len(set(fields)) != len(fields):
+        raise ValueError(f"lexical fields repeat: {list(fields)}")
+    return tuple(fields)
+
+
+def _field_strings(node: Any, path: Sequence[str]) -> list[str]:
+    """Every string under ``node`` along ``path`` ("*" = every value of a mapping or item of a list); the strings
+    of whatever the path ends on, lists and mappings included, in order."""
+    if path:
+        head, rest = path[0], path[1:]
+        if head == "*":
+            children = list(node.values()) if isinstance(node, Mapping) else node if isinstance(node, list) else []
+            return [text for child in children for text in _field_strings(child, rest)]
+        return _field_strings(node[head], rest) if isinstance(node, Mapping) and head in node else []
+    if isinstance(node, str):
+        return [node]
+    if isinstance(node, Mapping):
+        return [text for child in node.values() for text in _field_strings(child, ())]
+    if isinstance(node, list):
+        return [text for child in node for text in _field_strings(child, ())]
+    return []
+
+
+def lexical_text(text: str, meta: Mapping[str, Any] | None, fields: Sequence[str] = DEFAULT_LEXICAL_FIELDS) -> str:
+    """The text the postings index for one document: the strings ``fields`` select, each distinct string once, one
+    per line. ``text`` is the document text; ``meta.names.*`` every value of ``meta["names"]``."""
+    strings: list[str] = []
+    for field in fields:
+        if field == LEXICAL_TEXT_FIELD:
+            strings.append(text)
+        else:
+            strings.extend(_field_strings(meta or {}, field.split(".")[1:]))
+    return "\n".join(dict.fromkeys(s for s in strings if s.strip()))
+
+
+def lexical_texts(texts: Sequence[str], metas: Sequence[Mapping[str, Any] | None],
+                  fields: Sequence[str] = DEFAULT_LEXICAL_FIELDS) -> list[str]:
+    """:func:`lexical_text` of every document (``texts`` and ``metas`` row by row)."""
+    check_lexical_fields(fields)
+    if len(texts) != len(metas):
+        raise ValueError(f"{len(texts)} texts but {len(metas)} metas")
+    return [lexical_text(text, meta, fields) for text, meta in zip(texts, metas)]
 
 
 def _key_encoding(n_docs: int) -> str:
@@ -242,10 +311,89 @@ class LexicalIndex:
 def reciprocal_rank_fusion(rankings: Sequence[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
     """Keys of several best-first rankings ordered by sum 1 / (k + rank), rank from 1; ties to the lower key.
     Returns the fused keys and their fused scores."""
+    return weighted_rrf(rankings, [1.0] * len(rankings), k)
+
+
+def weighted_rrf(rankings: Sequence[np.ndarray], weights: Sequence[float], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Reciprocal rank fusion where ranking ``i`` adds ``weights[i] / (k + rank)``; ties to the lower key."""
     fused: dict[int, float] = {}
-    for ranking in rankings:
-        for position, key in enumerate(ranking.tolist()):
-            fused[key] = fused.get(key, 0.0) + 1.0 / (k + position + 1)
+    for ranking, weight in zip(rankings, weights, strict=True):
+        for position, key in enumerate(np.asarray(ranking).tolist()):
+            fused[key] = fused.get(key, 0.0) + weight / (k + position + 1)
+    order = sorted(fused, key=lambda key: (-fused[key], key))
+    return (np.array(order, dtype=np.int64), np.array([fused[key] for key in order], dtype=np.float32))
+
+
+@dataclass(frozen=True)
+class Fusion:
+    """How a hybrid search fuses its two rankings (each side's top ``fusion_depth(k)``). A collection records its own
+    in the manifest's ``search.fusion`` (:func:`fusion_from_manifest`); without one, plain RRF.
+
+    - ``rrf``: weighted reciprocal rank fusion, ``dense_weight / (k + dense rank) + lexical_weight / (k + lexical
+      rank)``; the default (both weights 1) is Cormack et al.'s.
+    - ``scores``: a weighted sum of the two sides' scores, each scaled to its own list: the dense cosine min-max
+      over the dense list (its best 1, its last 0), BM25 divided by the list's best. Rank fusion ignores how far
+      apart two ranks are; on ICD-10, where a query's words often match many codes equally, the scores keep the
+      dense side's margin (``docs/experiments.md``). A document missing from one list scores 0 on that side.
+    """
+
+    kind: str = FUSION_KIND
+    k: int = FUSION_K
+    dense_weight: float = 1.0
+    lexical_weight: float = 1.0
+
+    def describe(self) -> dict[str, Any]:
+        """The manifest's ``search.fusion`` block."""
+        block: dict[str, Any] = {"kind": self.kind}
+        if self.kind == FUSION_KIND:
+            block["k"] = self.k
+        return {**block, "dense_weight": self.dense_weight, "lexical_weight": self.lexical_weight}
+
+
+DEFAULT_FUSION = Fusion()
+
+
+def fusion_from_manifest(block: object) -> Fusion:
+    """The :class:`Fusion` a manifest's ``search.fusion`` block describes (None: :data:`DEFAULT_FUSION`);
+    ValueError naming what is wrong otherwise."""
+    if block is None:
+        return DEFAULT_FUSION
+    if not isinstance(block, Mapping) or block.get("kind") not in FUSION_KINDS:
+        raise ValueError(f"'search.fusion' must be an object with kind {' or '.join(map(repr, FUSION_KINDS))}, "
+                         f"got {block!r}")
+    kind = str(block["kind"])
+    allowed = {"kind", "dense_weight", "lexical_weight"} | ({"k"} if kind == FUSION_KIND else set())
+    unknown = set(block) - allowed
+    if unknown:
+        raise ValueError(f"'search.fusion' of kind {kind!r} has unknown keys {sorted(unknown)}")
+    k = block.get("k", FUSION_K)
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"'search.fusion.k' must be a positive integer, got {k!r}")
+    weights = []
+    for name in ("dense_weight", "lexical_weight"):
+        weight = block.get(name, 1.0)
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 < weight < float("inf"):
+            raise ValueError(f"'search.fusion.{name}' must be a positive number, got {weight!r}")
+        weights.append(float(weight))
+    return Fusion(kind=kind, k=k, dense_weight=weights[0], lexical_weight=weights[1])
+
+
+def score_fusion(dense_keys: np.ndarray, dense_scores: np.ndarray, lexical_keys: np.ndarray,
+                 lexical_scores: np.ndarray, dense_weight: float, lexical_weight: float
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Keys of a dense and a lexical best-first list ordered by ``dense_weight * min-max(cosine) + lexical_weight *
+    bm25 / best bm25`` (see :class:`Fusion`); ties to the lower key. Returns the keys and their fused scores."""
+    fused: dict[int, float] = {}
+    dense = np.asarray(dense_scores, dtype=np.float64)
+    if dense.size:
+        low, span = float(dense.min()), float(dense.max() - dense.min())
+        scaled = (dense - low) / span if span > 0 else np.ones_like(dense)
+        for key, value in zip(np.asarray(dense_keys).tolist(), scaled.tolist()):
+            fused[key] = dense_weight * value
+    lexical = np.asarray(lexical_scores, dtype=np.float64)
+    if lexical.size and lexical.max() > 0:
+        for key, value in zip(np.asarray(lexical_keys).tolist(), (lexical / lexical.max()).tolist()):
+            fused[key] = fused.get(key, 0.0) + lexical_weight * value
     order = sorted(fused, key=lambda key: (-fused[key], key))
     return (np.array(order, dtype=np.int64), np.array([fused[key] for key in order], dtype=np.float32))
 
@@ -255,9 +403,18 @@ def fusion_depth(k: int) -> int:
     return max(int(k), FUSION_DEPTH)
 
 
-def fuse_hybrid(dense_keys: np.ndarray, lexical_keys: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The hybrid ranking the runtime returns: reciprocal rank fusion (``FUSION_K``) of the top
-    ``fusion_depth(k)`` of a dense and a lexical best-first ranking, cut to ``k``. Returns keys and fused scores."""
+def fuse_hybrid(dense_keys: np.ndarray, lexical_keys: np.ndarray, k: int, fusion: Fusion = DEFAULT_FUSION,
+                dense_scores: np.ndarray | None = None, lexical_scores: np.ndarray | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """The hybrid ranking the runtime returns: ``fusion`` of the top ``fusion_depth(k)`` of a dense and a lexical
+    best-first ranking, cut to ``k``. Score fusion needs both lists' scores. Returns keys and fused scores."""
     depth = fusion_depth(k)
-    keys, scores = reciprocal_rank_fusion([np.asarray(dense_keys)[:depth], np.asarray(lexical_keys)[:depth]], FUSION_K)
+    dense, lexical = np.asarray(dense_keys)[:depth], np.asarray(lexical_keys)[:depth]
+    if fusion.kind == FUSION_KIND:
+        keys, scores = weighted_rrf([dense, lexical], [fusion.dense_weight, fusion.lexical_weight], fusion.k)
+    else:
+        if dense_scores is None or lexical_scores is None:
+            raise ValueError(f"fusion kind {fusion.kind!r} needs the scores of both lists")
+        keys, scores = score_fusion(dense, np.asarray(dense_scores)[:depth], lexical,
+                                    np.asarray(lexical_scores)[:depth], fusion.dense_weight, fusion.lexical_weight)
     return keys[:k], scores[:k]

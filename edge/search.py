@@ -11,7 +11,7 @@ from edge.collection import Collection, Hits
 from edge.encoder import QueryEncoder
 from edge.errors import ArtifactError, BadInput
 from edge.formats import SEARCH_MODES
-from edge.hybrid import fuse_hybrid, fusion_depth
+from edge.hybrid import Fusion, fuse_hybrid, fusion_depth, fusion_from_manifest
 from edge.text import clean_query
 
 K_MIN = 1
@@ -37,7 +37,8 @@ class SearchResult:
 class SearchResponse:
     """``query``: the cleaned query that was searched. ``timings_ms``: keys TIMING_KEYS; in a batch, every response
     carries the batch's stage times divided by the batch size. ``truncated``: the query exceeded max_tokens.
-    ``mode``: "dense" (scores are cosines) or "hybrid" (scores are fused reciprocal-rank scores)."""
+    ``mode``: "dense" (scores are cosines) or "hybrid" (scores are the fused scores of the collection's
+    ``search.fusion``: reciprocal-rank by default)."""
 
     query: str
     results: list[SearchResult]
@@ -128,7 +129,8 @@ class Searcher:
         hits = self.collection.search_vectors(encoded.vectors, depth)
         lexical_at = fetched_at = time.perf_counter()
         if mode == "hybrid":
-            hits = [self._fuse(dense, self.collection.search_lexical(query, depth), k)
+            fusion = fusion_from_manifest(self.collection.manifest.get("search", {}).get("fusion"))
+            hits = [self._fuse(dense, self.collection.search_lexical(query, depth), k, fusion)
                     for query, dense in zip(cleaned, hits)]
             fetched_at = time.perf_counter()
         # One store round trip for the whole batch: keys repeat across queries, and SQLite lookups dominate fetch.
@@ -158,6 +160,6 @@ class Searcher:
         return responses
 
     @staticmethod
-    def _fuse(dense: Hits, lexical: Hits, k: int) -> Hits:
-        keys, scores = fuse_hybrid(dense.keys, lexical.keys, k)
+    def _fuse(dense: Hits, lexical: Hits, k: int, fusion: Fusion) -> Hits:
+        keys, scores = fuse_hybrid(dense.keys, lexical.keys, k, fusion, dense.scores, lexical.scores)
         return Hits(keys=keys, scores=scores)

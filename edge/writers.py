@@ -37,7 +37,16 @@ from edge.formats import (
     check_plain_name,
     read_encoder_config,
 )
-from edge.hybrid import lexical_description, write_lexical_tables
+from edge.hybrid import (
+    DEFAULT_LEXICAL_FIELDS,
+    DOCS_NORMS_TABLE,
+    TERMS_TABLE,
+    Fusion,
+    check_lexical_fields,
+    lexical_description,
+    lexical_texts,
+    write_lexical_tables,
+)
 
 DEFAULT_INDEX_PARAMS: dict[str, Any] = {"dtype": "i8", "connectivity": 16, "expansion_add": 128, "expansion_search": 64}
 
@@ -120,6 +129,8 @@ def write_collection(
     build_threads: int = 1,
     lexical: bool = True,
     default_mode: str = "dense",
+    lexical_fields: Sequence[str] = DEFAULT_LEXICAL_FIELDS,
+    fusion: Fusion | None = None,
 ) -> dict[str, Any]:
     """Write a complete collection into ``directory`` (created if needed) and return its manifest.
 
@@ -130,6 +141,8 @@ def write_collection(
     ``build_threads=1`` keeps the index graph reproducible byte for byte; more threads build faster.
     ``lexical``: also write the BM25 postings of :mod:`edge.hybrid` into docs.sqlite, which hybrid search needs.
     ``default_mode``: the search mode (SEARCH_MODES) used when a caller names none; "hybrid" needs ``lexical``.
+    ``lexical_fields``: what the postings index per document (``edge.hybrid.lexical_text``: ``text``, ``meta.*``
+    paths); ``fusion``: the hybrid fusion recorded as ``search.fusion`` (None: none recorded, plain RRF).
     ``document_encoder`` needs at least the keys of ALIGNMENT_KEYS (README also lists name, full_dims, max_tokens); an
     ``alignment_id`` key in it is checked and dropped (the manifest keeps it at top level).
     Each file is written to a temp name and renamed; the manifest is written last.
@@ -153,9 +166,13 @@ def write_collection(
         raise BadInput(f"default_mode {default_mode!r} is not one of {', '.join(SEARCH_MODES)}")
     if default_mode == "hybrid" and not lexical:
         raise BadInput("default_mode 'hybrid' needs the lexical table (lexical=True)")
+    try:
+        fields = check_lexical_fields(list(lexical_fields))
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
 
     root.mkdir(parents=True, exist_ok=True)
-    _write_docs_sqlite(root / DOCS_FILE, ids, texts, metas, lexical=lexical)
+    _write_docs_sqlite(root / DOCS_FILE, ids, texts, metas, lexical=lexical, lexical_fields=fields)
     _write_usearch_index(root / VECTORS_FILE, matrix, params, build_threads)
     files: dict[str, dict] = {VECTORS_FILE: {}, DOCS_FILE: {}}
     bench_path = root / BENCH_QUERIES_FILE
@@ -185,7 +202,7 @@ def write_collection(
             "usearch_version": USEARCH_VERSION,
         },
         "counts": {"documents": count, "truncated": int(truncated_documents)},
-        "search": _search_block(lexical, default_mode, count),
+        "search": _search_block(lexical, default_mode, count, fields, fusion),
         "files": files,
         "licenses": [dict(item) for item in licenses],
         "created": dict(created),
@@ -230,10 +247,13 @@ def _checked_bench_query(query: str) -> str:
     return line
 
 
-def _search_block(lexical: bool, default_mode: str, count: int) -> dict[str, Any]:
+def _search_block(lexical: bool, default_mode: str, count: int,
+                  fields: Sequence[str] = DEFAULT_LEXICAL_FIELDS, fusion: Fusion | None = None) -> dict[str, Any]:
     block: dict[str, Any] = {"default_mode": default_mode}
     if lexical:
-        block["lexical"] = lexical_description(count)
+        block["lexical"] = lexical_description(count, fields)
+        if fusion is not None:
+            block["fusion"] = fusion.describe()
     return block
 
 
@@ -244,6 +264,7 @@ def _write_docs_sqlite(
     metas: Sequence[Mapping[str, Any] | None],
     *,
     lexical: bool,
+    lexical_fields: Sequence[str] = DEFAULT_LEXICAL_FIELDS,
 ) -> None:
     seen: set[str] = set()
     for row, doc_id in enumerate(ids):
@@ -270,7 +291,7 @@ def _write_docs_sqlite(
                 ),
             )
             if lexical:
-                write_lexical_tables(connection, texts)
+                write_lexical_tables(connection, lexical_texts(texts, metas, lexical_fields))
             connection.commit()
         finally:
             connection.close()
@@ -315,3 +336,64 @@ def _write_usearch_index(path: Path, matrix: np.ndarray, params: Mapping[str, An
     finally:
         if temp.exists():
             temp.unlink()
+
+
+def rewrite_lexical(
+    directory: str | os.PathLike[str],
+    *,
+    fields: Sequence[str],
+    created: Mapping[str, Any],
+    default_mode: str | None = None,
+    fusion: Fusion | None = None,
+) -> dict[str, Any]:
+    """Rebuild only the lexical side of the collection in ``directory``: its docs.sqlite postings over ``fields``
+    (``edge.hybrid.lexical_text``), and its manifest's ``search`` block (``default_mode`` and ``fusion`` when given,
+    else kept) and file hashes. Documents and vectors stay byte for byte; ``created`` is recorded as
+    ``search.lexical.created``. docs.sqlite is rebuilt in a temp copy and renamed, then the manifest is written."""
+    from edge.formats import read_manifest  # the reader checks the manifest before anything is rewritten
+
+    root = Path(directory)
+    manifest = read_manifest(root, COLLECTION_FORMAT)
+    try:
+        checked = check_lexical_fields(list(fields))
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+    search = dict(manifest.get("search") or {"default_mode": "dense"})
+    mode = search["default_mode"] if default_mode is None else default_mode
+    if mode not in SEARCH_MODES:
+        raise BadInput(f"default_mode {mode!r} is not one of {', '.join(SEARCH_MODES)}")
+    path = root / DOCS_FILE
+    temp = temp_path(path)
+    if temp.exists():
+        temp.unlink()
+    try:
+        source = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
+        try:
+            target = sqlite3.connect(temp)
+            source.backup(target)
+        finally:
+            source.close()
+        try:
+            rows = target.execute("SELECT text, meta FROM docs ORDER BY key").fetchall()
+            texts = [row[0] for row in rows]
+            metas = [json.loads(row[1]) for row in rows]
+            if len(rows) != manifest["counts"]["documents"]:
+                raise BadInput(f"{path} holds {len(rows)} documents, the manifest {manifest['counts']['documents']}")
+            with target:
+                for table in (TERMS_TABLE, DOCS_NORMS_TABLE):
+                    target.execute(f"DROP TABLE IF EXISTS {table}")
+                write_lexical_tables(target, lexical_texts(texts, metas, checked))
+            target.execute("VACUUM")
+        finally:
+            target.close()
+        with open(temp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    finally:
+        if temp.exists():
+            temp.unlink()
+    lexical = {**lexical_description(len(texts), checked), "created": dict(created)}
+    search.update(default_mode=mode, lexical=lexical)
+    if fusion is not None:
+        search["fusion"] = fusion.describe()
+    return write_manifest(root, {**manifest, "search": search})

@@ -5,6 +5,7 @@
     python -m tools.build.index merge-cache SRC_CACHE... [--cache-dir DST]
     python -m tools.build.index seed-cache prebuilt_index/cmed-zh prebuilt_index/icd10   # vectors back from them
     python -m tools.build.index throughput --corpus cmed-zh [--n 96]
+    python -m tools.build.index relex --collection prebuilt_index/icd10 --lexical-fields 'text,meta.names.*'
 
 `embed` is the slow step (EmbeddingGemma Q8_0 on 2 cores: about 5-10 documents/s). It cuts the corpus into
 deterministic length-bucketed batches and writes a checkpoint shard to the vector cache every `--checkpoint-every`
@@ -35,6 +36,8 @@ import numpy as np
 from tqdm import tqdm
 
 from edge import formats, writers
+from edge.errors import CareEdgeError
+from edge.hybrid import DEFAULT_LEXICAL_FIELDS, Fusion, check_lexical_fields, fusion_from_manifest
 from edge.index.gguf import EMBEDDINGGEMMA_DOC_PROMPT, EncodedBatch, l2_normalize, plan_batches, truncate_dims
 from tools.build.doc_encoder import VectorCache, embed_batches
 from tools.provenance import created_info
@@ -176,6 +179,8 @@ def build_collection(
     progress: bool = True,
     lexical: bool = True,
     default_mode: str = "dense",
+    lexical_fields: Sequence[str] = DEFAULT_LEXICAL_FIELDS,
+    fusion: Fusion | None = None,
 ) -> dict:
     texts = [d.text for d in docs]
     embed_texts(encoder, cache, texts, prompt, progress=progress)
@@ -208,6 +213,8 @@ def build_collection(
         truncated_documents=n_truncated,
         lexical=lexical,
         default_mode=default_mode,
+        lexical_fields=lexical_fields,
+        fusion=fusion,
     )
 
 
@@ -238,6 +245,27 @@ def _load_docs(args) -> list[Document]:
     return docs[: args.limit] if args.limit else docs
 
 
+def _parse_fields(value: str) -> tuple[str, ...]:
+    try:
+        return check_lexical_fields([part.strip() for part in value.split(",") if part.strip()])
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _parse_fusion(value: str) -> Fusion:
+    """``KIND[:DENSE_WEIGHT,LEXICAL_WEIGHT]``, e.g. ``rrf`` (plain RRF), ``rrf:1,0.5``, ``scores:0.7,0.3``."""
+    kind, _, weights = value.partition(":")
+    block: dict[str, object] = {"kind": kind}
+    try:
+        if weights:
+            dense, lexical = (float(part) for part in weights.split(","))
+            block.update(dense_weight=dense, lexical_weight=lexical)
+        return fusion_from_manifest(block)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected KIND[:DENSE,LEXICAL] (e.g. scores:0.7,0.3), got {value!r}: "
+                                         f"{exc}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.build.index", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -252,6 +280,14 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--prompt", choices=["document", "query", "none"], default="document")
         p.add_argument("--cache-dir", type=Path, help="default: $CARE_EDGE_CACHE or ~/.cache/care-edge")
         p.add_argument("--threads", type=int, help="llama.cpp threads (default: all cores)")
+
+    def lexical_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--lexical-fields", type=_parse_fields, default=DEFAULT_LEXICAL_FIELDS,
+                       help="what the BM25 postings index, comma-separated: text, meta.KEY, meta.KEY.* "
+                       "(e.g. text,meta.names.* for every language's ICD name; default text)")
+        p.add_argument("--fusion", type=_parse_fusion,
+                       help="record search.fusion, KIND[:DENSE,LEXICAL]: rrf (k 60) or scores, with the two sides' "
+                       "weights (e.g. scores:0.7,0.3; default: none recorded, plain RRF)")
 
     p = sub.add_parser("embed", help="embed a corpus (or one shard of it) into the vector cache")
     corpus_args(p)
@@ -273,6 +309,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="search mode the runtime uses when none is asked for (choose by measurement: tools.evaluate)")
     p.add_argument("--no-lexical", action="store_true",
                    help="leave out the BM25 postings tables (the collection can then only be searched densely)")
+    lexical_args(p)
+
+    p = sub.add_parser("relex", help="rebuild only the lexical side of a collection (postings, search block)")
+    p.add_argument("--collection", type=Path, required=True, help="collection folder, rewritten in place")
+    p.add_argument("--default-mode", choices=formats.SEARCH_MODES, help="also set the default search mode")
+    lexical_args(p)
 
     p = sub.add_parser("merge-cache", help="join the vector caches of sharded runs")
     p.add_argument("sources", type=Path, nargs="+")
@@ -294,6 +336,18 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "merge-cache":
         print(f"copied {merge_caches(args.sources, models.root)} shard files into {models.root}")
+        return 0
+
+    if args.command == "relex":
+        try:
+            manifest = writers.rewrite_lexical(args.collection, fields=args.lexical_fields,
+                                               created=created_info("tools.build_index", command),
+                                               default_mode=args.default_mode, fusion=args.fusion)
+        except CareEdgeError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return exc.exit_code
+        print(json.dumps({"collection": str(args.collection), "search": manifest["search"],
+                          "files": manifest["files"]}, ensure_ascii=False))
         return 0
 
     if args.command == "seed-cache":
@@ -343,6 +397,8 @@ def main(argv: list[str] | None = None) -> int:
         prompt=prompt,
         lexical=not args.no_lexical,
         default_mode=args.default_mode,
+        lexical_fields=args.lexical_fields,
+        fusion=args.fusion,
     )
     print(json.dumps({"out": str(args.out), "counts": manifest["counts"], "index": manifest["index"],
                       "search": manifest["search"]}))

@@ -10,7 +10,9 @@ A :class:`Task` carries what one benchmark needs, by kind:
 - ``sts``: ``pairs`` with a graded ``score``; ``pairclass``: ``pairs`` with score 1 (same) or 0 (different).
 - ``classification``: ``train`` and ``test`` labelled texts; ``clustering``: labelled ``test`` texts.
 
-Every query, pair sentence, classification test text and clustering text below is in ``tools.data.splits.eval_texts``.
+Every query, pair sentence, classification test text and clustering text below is in ``tools.data.splits.eval_texts``;
+so are the queries of the ICD wording-shift tasks of ``tools.data.icd_wording``, but for ``icd-children-*``, whose
+queries are category names (training texts, as its description says).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from tools.data.cmedir import cmedir_doc_id
 from tools.data.icd10 import icd_entries
 from tools.data.liveqa import liveqa_answers, liveqa_judgements
 from tools.data.records import DataError, resolve_data_dir, stable_id
+from tools.data.icd_wording import WORDING_BUILDERS
 from tools.data.splits import (
     CMEDIR_RELEVANT_LABEL,
     chip_split,
@@ -340,6 +343,11 @@ def _icd_chapter_cluster(data_dir: Path) -> Task:
     )
 
 
+def _task_from_spec(build: Callable[[Path], dict]) -> Callable[[Path], Task]:
+    """A builder of :mod:`tools.data.icd_wording` (the keyword arguments of a Task) as a Task builder."""
+    return lambda data_dir: Task(**build(data_dir))
+
+
 _BUILDERS: dict[str, Callable[[Path], Task]] = {
     "cmedir-retrieval": _cmedir_retrieval,
     "toyhom-qa": _toyhom_qa,
@@ -352,6 +360,7 @@ _BUILDERS: dict[str, Callable[[Path], Task]] = {
     "chip-pairclass": _chip_pairclass,
     "toyhom-dept": _toyhom_dept,
     "icd-chapter-cluster": _icd_chapter_cluster,
+    **{name: _task_from_spec(build) for name, build in WORDING_BUILDERS.items()},
 }
 
 ALL_TASKS: tuple[str, ...] = tuple(_BUILDERS)
