@@ -3,11 +3,12 @@ canonical JSON that alignment ids hash, and atomic writes (temp file next to the
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 _HASH_CHUNK = 1 << 20
 
@@ -35,6 +36,23 @@ def temp_path(final: Path) -> Path:
     """The temp name a file is written under before it is renamed to ``final``."""
     # Same directory as the target so os.replace is a rename on one filesystem; the pid keeps concurrent writers apart.
     return final.with_name(f".{final.name}.{os.getpid()}.tmp")
+
+
+@contextlib.contextmanager
+def atomic_replace(path: Path) -> Iterator[Path]:
+    """A temp name next to ``path`` for the caller to build the file under (a stale one is removed first); when the
+    block ends normally the file is fsynced and renamed over ``path``, and on an error it is removed."""
+    temp = temp_path(path)
+    if temp.exists():
+        temp.unlink()
+    try:
+        yield temp
+        with open(temp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    finally:
+        if temp.exists():
+            temp.unlink()
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:

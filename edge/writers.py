@@ -17,7 +17,7 @@ import numpy as np
 from edge.docstore import DOCS_TABLE_SQL
 from edge.checks import positive_int
 from edge.errors import BadInput
-from edge.files import atomic_write_bytes, atomic_write_json, file_entry, temp_path
+from edge.files import atomic_replace, atomic_write_bytes, atomic_write_json, file_entry, temp_path
 from edge.formats import (
     ALIGNMENT_KEYS,
     BENCH_QUERIES_FILE,
@@ -273,10 +273,7 @@ def _write_docs_sqlite(
         if doc_id in seen:
             raise BadInput(f"duplicate document id {doc_id!r} at row {row}")
         seen.add(doc_id)
-    temp = temp_path(path)
-    if temp.exists():
-        temp.unlink()
-    try:
+    with atomic_replace(path) as temp:
         connection = sqlite3.connect(temp)
         try:
             # No journal: the file is built once into a temp name and renamed; a crash just leaves the temp behind.
@@ -295,12 +292,6 @@ def _write_docs_sqlite(
             connection.commit()
         finally:
             connection.close()
-        with open(temp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    finally:
-        if temp.exists():
-            temp.unlink()
 
 
 def _checked_text(text: object, row: int) -> str:
@@ -363,10 +354,7 @@ def rewrite_lexical(
     if mode not in SEARCH_MODES:
         raise BadInput(f"default_mode {mode!r} is not one of {', '.join(SEARCH_MODES)}")
     path = root / DOCS_FILE
-    temp = temp_path(path)
-    if temp.exists():
-        temp.unlink()
-    try:
+    with atomic_replace(path) as temp:
         source = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
         try:
             target = sqlite3.connect(temp)
@@ -386,12 +374,6 @@ def rewrite_lexical(
             target.execute("VACUUM")
         finally:
             target.close()
-        with open(temp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    finally:
-        if temp.exists():
-            temp.unlink()
     lexical = {**lexical_description(len(texts), checked), "created": dict(created)}
     search.update(default_mode=mode, lexical=lexical)
     if fusion is not None:
