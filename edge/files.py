@@ -57,17 +57,8 @@ def atomic_replace(path: Path) -> Iterator[Path]:
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to a temp file next to ``path``, fsync it, then rename it over ``path``."""
-    final = Path(path)
-    temp = temp_path(final)
-    try:
-        with open(temp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, final)
-    finally:
-        if temp.exists():
-            temp.unlink()
+    with atomic_replace(Path(path)) as temp:
+        temp.write_bytes(data)
 
 
 def atomic_write_json(path: str | os.PathLike[str], value: Any) -> None:
