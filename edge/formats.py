@@ -134,6 +134,21 @@ def _require(manifest: Mapping[str, Any], key: str, kind: type | tuple[type, ...
     return value
 
 
+def _check_listed_and_aligned(manifest: Mapping[str, Any], required: Iterable[str], description: Mapping[str, Any],
+                              declared: str, path: Path, described: str, artifact: str) -> None:
+    """Every required file is listed, and the declared alignment_id is the one ``description`` computes to (an edited
+    manifest is refused). ``described`` and ``artifact`` name the description and the artifact in the message."""
+    for name in required:
+        if name not in manifest["files"]:
+            raise ArtifactError(f"{path}: 'files' does not list {name}: rebuild the {artifact}")
+    computed = alignment_id(description)
+    if computed != declared:
+        raise ArtifactError(
+            f"{path}: alignment_id {declared} does not match its {described} (computes to {computed}): "
+            f"the manifest was edited; rebuild the {artifact}"
+        )
+
+
 def _check_collection_manifest(manifest: Mapping[str, Any], path: Path) -> None:
     _require(manifest, "name", str, path)
     encoder = _require(manifest, "document_encoder", dict, path)
@@ -144,15 +159,8 @@ def _check_collection_manifest(manifest: Mapping[str, Any], path: Path) -> None:
         raise ArtifactError(f"{path}: 'index' needs an integer ndim and metric {INDEX_METRIC!r}: rebuild the collection")
     if not isinstance(counts.get("documents"), int):
         raise ArtifactError(f"{path}: 'counts.documents' is missing: rebuild the collection")
-    for name in COLLECTION_REQUIRED_FILES:
-        if name not in manifest["files"]:
-            raise ArtifactError(f"{path}: 'files' does not list {name}: rebuild the collection")
-    computed = alignment_id(encoder)
-    if computed != declared:
-        raise ArtifactError(
-            f"{path}: alignment_id {declared} does not match its document_encoder (computes to {computed}): "
-            "the manifest was edited; rebuild the collection"
-        )
+    _check_listed_and_aligned(manifest, COLLECTION_REQUIRED_FILES, encoder, declared, path, "document_encoder",
+                              "collection")
     _check_search_block(manifest.get("search"), path)
 
 
@@ -194,15 +202,8 @@ def _check_query_encoder_manifest(manifest: Mapping[str, Any], path: Path) -> No
     declared = alignment.get("alignment_id")
     if not isinstance(declared, str):
         raise ArtifactError(f"{path}: 'alignment.alignment_id' is missing: rebuild the query encoder")
-    for name in QUERY_ENCODER_REQUIRED_FILES:
-        if name not in manifest["files"]:
-            raise ArtifactError(f"{path}: 'files' does not list {name}: rebuild the query encoder")
-    computed = alignment_id(alignment)
-    if computed != declared:
-        raise ArtifactError(
-            f"{path}: alignment_id {declared} does not match its alignment description (computes to {computed}): "
-            "the manifest was edited; rebuild the query encoder"
-        )
+    _check_listed_and_aligned(manifest, QUERY_ENCODER_REQUIRED_FILES, alignment, declared, path,
+                              "alignment description", "query encoder")
 
 
 def file_problems(directory: str | os.PathLike[str], manifest: Mapping[str, Any], full_hash: bool) -> list[str]:
