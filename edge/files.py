@@ -7,6 +7,8 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -53,6 +55,20 @@ def atomic_replace(path: Path) -> Iterator[Path]:
     finally:
         if temp.exists():
             temp.unlink()
+
+
+@contextlib.contextmanager
+def staged_dir(out_dir: Path) -> Iterator[Path]:
+    """A fresh folder next to ``out_dir`` for the caller to build it in; when the block ends normally the folder
+    replaces ``out_dir`` (an old one is removed first), and on an error it is removed."""
+    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=out_dir.name + ".tmp"))
+    try:
+        yield staging
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:

@@ -1,16 +1,22 @@
 """Helpers of the ``care-edge serve`` tests: small collections of each kind the page renders (codes with a hierarchy,
-a user's files with recorded sources, a broken one), an in-process server on an ephemeral loopback port, and raw
+a user's files with recorded sources, a broken one), an in-process server on an ephemeral loopback port, a
+``serve`` process (the binary or ``python -m edge``) for the tests that drive it from outside, and raw
 HTTP requests (http.client would normalise the paths the traversal tests need to send as they are)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 import shutil
 import socket
+import subprocess
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, Mapping, Sequence
+
+import pytest
 
 from edge import QueryEncoder, formats, writers
 from edge.serve.catalog import Catalog, CollectionRoot
@@ -158,3 +164,21 @@ def loopback_only_guard(monkeypatch: Any, destinations: list[Any]) -> None:
 
     monkeypatch.setattr(socket.socket, "connect", connect)
     monkeypatch.setattr(socket, "create_connection", create_connection)
+
+
+@contextlib.contextmanager
+def serve_process(command: Sequence[str], *, env: Mapping[str, str], what: str,
+                  cwd: Path | None = None) -> Iterator[str]:
+    """Run ``command serve --port 0`` and yield the URL it prints on its first line; on leaving, stop it and check
+    that it printed no traceback. ``what`` names the server in the failure message."""
+    process = subprocess.Popen([*command, "serve", "--port", "0"], cwd=cwd, text=True, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, env=dict(env))
+    line = process.stdout.readline() if process.stdout else ""
+    match = re.search(r"http://127\.0\.0\.1:\d+/", line)
+    if not match:
+        process.terminate()
+        pytest.fail(f"{what} did not start: {line!r} {process.communicate(timeout=30)[1]!r}")
+    yield match.group(0)
+    process.terminate()
+    _, stderr = process.communicate(timeout=30)
+    assert "Traceback" not in stderr, stderr

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from serving import serve_process
+from serve_support import serve_process
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BINARY = Path(os.environ.get("CARE_EDGE_BINARY", REPO_ROOT / "dist" / "care-edge"))

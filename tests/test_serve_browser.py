@@ -22,7 +22,7 @@ from typing import Any, Iterator
 from urllib.parse import urlencode, urlsplit
 
 import pytest
-from serving import serve_process
+from serve_support import serve_process
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PREBUILT = REPO_ROOT / "prebuilt_index"

@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 from tokenizers import Tokenizer
 
+from edge.files import staged_dir
 from tools.data.records import DEFAULT_DATA_DIR
 
 
@@ -86,8 +85,7 @@ def prune_model_dir(model_dir: Path, out_dir: Path, texts: Sequence[str], extra_
     config["vocab_size"] = len(keep)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)  # a fresh cache has no runs/ folder yet
-    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=out_dir.name + ".tmp"))
-    try:
+    with staged_dir(out_dir) as staging:
         save_file(weights, str(staging / "model.safetensors"))
         (staging / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         (staging / "tokenizer.json").write_text(json.dumps(pruned_json, ensure_ascii=False), encoding="utf-8")
@@ -102,11 +100,6 @@ def prune_model_dir(model_dir: Path, out_dir: Path, texts: Sequence[str], extra_
         report = {"vocab_before": old_vocab, "vocab_after": len(keep), "texts": len(texts),
                   "checked_identical_on": len(sample)}
         (staging / "vocab_pruning.json").write_text(json.dumps(report, indent=2) + "\n")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(staging, out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return report
 
 

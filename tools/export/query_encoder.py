@@ -15,16 +15,14 @@ counts go into the manifest.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
 from edge import formats, writers
-from edge.files import sha256_file
+from edge.files import sha256_file, staged_dir
 from tools.provenance import created_info
 
 EXPORT_MAX_TOKENS = 64  # the runtime's query length, in tokens
@@ -200,8 +198,7 @@ def export_query_encoder(
         reference = model(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
     dims = int(reference.shape[1])
     out_dir.parent.mkdir(parents=True, exist_ok=True)  # a fresh cache has no runs/ folder yet
-    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=out_dir.name + ".tmp"))
-    try:
+    with staged_dir(out_dir) as staging:
         fp32 = staging / "model.fp32.onnx"
         export_onnx(model, fp32, ids, mask)
         cos_fp32 = float(np.min(np.sum(onnx_vectors(fp32, ids, mask) * reference, axis=1)))
@@ -235,11 +232,6 @@ def export_query_encoder(
         manifest = writers.write_query_encoder_manifest(
             staging, name=name, base_model=base_model, alignment=alignment, licenses=list(licenses), created=created
         )
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(staging, out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return manifest
 
 
