@@ -142,13 +142,15 @@ def test_ridge_projection_recovers_a_linear_map() -> None:
 
 
 def test_a_truncated_head_outputs_the_prefix_of_the_full_head() -> None:
+    torch.manual_seed(0)
     model = torch.nn.Module()
     model.projection = torch.nn.Linear(6, 8)
     x = torch.randn(3, 6, generator=torch.Generator().manual_seed(0))
     full = model.projection(x).detach()
     st.truncate_projection(model, 3)
     assert model.projection.out_features == 3
-    assert torch.allclose(model.projection(x), full[:, :3])
+    # A narrower matmul may take another kernel: equal up to float32 rounding, not bit for bit.
+    assert torch.allclose(model.projection(x), full[:, :3], rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError):
         st.truncate_projection(model, 4)  # only ever fewer dims
 
