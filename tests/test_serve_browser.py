@@ -178,7 +178,7 @@ def test_english_query_on_icd_then_switch_mode(page: Any, served: str, tmp_path:
     page.goto(served)
     page.wait_for_selector("#index option[value='icd10']", state="attached")
     page.select_option("#index", "icd10")
-    assert page.locator("#mode input[value='dense']").is_checked()  # icd10's default_mode
+    assert page.locator("#mode input[value='hybrid']").is_checked()  # icd10's default_mode
     query = "chest pain when breathing"
     page.fill("#q", query)
     page.press("#q", "Enter")
@@ -194,11 +194,13 @@ def test_english_query_on_icd_then_switch_mode(page: Any, served: str, tmp_path:
         "#results mark", "marks => marks.map(mark => mark.textContent)")]
     _screenshot(page, "serve-icd-results", tmp_path)
 
-    page.check("#mode input[value='hybrid']")
-    page.wait_for_function("() => document.querySelector('#status').textContent.includes('hybrid')")
-    expected = _api(served, q=query, index="icd10", mode="hybrid", k=10)
-    assert _result_ids(page) == [result["id"] for result in expected["results"]]
     assert "lexical" in page.locator("#timings").inner_text()
+
+    page.check("#mode input[value='dense']")
+    page.wait_for_function("() => document.querySelector('#status').textContent.includes('dense')")
+    expected = _api(served, q=query, index="icd10", mode="dense", k=10)
+    assert _result_ids(page) == [result["id"] for result in expected["results"]]
+    assert "lexical" not in page.locator("#timings").inner_text()
 
 
 def test_icd_code_view_walks_to_the_parent(page: Any, served: str, tmp_path: Path) -> None:
