@@ -83,19 +83,8 @@ class DocStore:
         """The documents with these keys, in the same order; a key that is absent means the index and the store
         disagree, which is an ArtifactError."""
         wanted = [int(key) for key in keys]
-        found: dict[int, Document] = {}
-        connection = self.connection()
         unique = list(dict.fromkeys(wanted))
-        try:
-            for start in range(0, len(unique), SQLITE_MAX_PARAMS):
-                part = unique[start : start + SQLITE_MAX_PARAMS]
-                placeholders = ",".join("?" * len(part))
-                for key, doc_id, text, meta in connection.execute(
-                    f"SELECT key, id, text, meta FROM docs WHERE key IN ({placeholders})", part
-                ):
-                    found[key] = Document(key=key, id=doc_id, text=text, meta=_parse_meta(meta, self.path, key))
-        except sqlite3.DatabaseError as exc:
-            raise ArtifactError(f"{self.path} is corrupt ({exc}): re-copy or rebuild the collection") from None
+        found = {document.key: document for document in self._select_in("key", unique)}
         missing = [key for key in unique if key not in found]
         if missing:
             raise ArtifactError(
@@ -107,19 +96,25 @@ class DocStore:
     def get_by_ids(self, ids: Sequence[str]) -> list[Document]:
         """The documents whose ``id`` is in ``ids``, in the order of ``ids``; ids that are absent are skipped."""
         wanted = list(dict.fromkeys(str(doc_id) for doc_id in ids))
-        found: dict[str, Document] = {}
+        found = {document.id: document for document in self._select_in("id", wanted)}
+        return [found[doc_id] for doc_id in wanted if doc_id in found]
+
+    def _select_in(self, column: str, values: Sequence[int | str]) -> list[Document]:
+        """The documents whose ``column`` ("key" or "id") is one of ``values``, in SQLite's order, queried in chunks
+        under SQLite's parameter cap."""
+        documents: list[Document] = []
         connection = self.connection()
         try:
-            for start in range(0, len(wanted), SQLITE_MAX_PARAMS):
-                part = wanted[start : start + SQLITE_MAX_PARAMS]
+            for start in range(0, len(values), SQLITE_MAX_PARAMS):
+                part = list(values[start : start + SQLITE_MAX_PARAMS])
                 placeholders = ",".join("?" * len(part))
                 for key, doc_id, text, meta in connection.execute(
-                    f"SELECT key, id, text, meta FROM docs WHERE id IN ({placeholders})", part
+                    f"SELECT key, id, text, meta FROM docs WHERE {column} IN ({placeholders})", part
                 ):
-                    found[doc_id] = Document(key=key, id=doc_id, text=text, meta=_parse_meta(meta, self.path, key))
+                    documents.append(Document(key=key, id=doc_id, text=text, meta=_parse_meta(meta, self.path, key)))
         except sqlite3.DatabaseError as exc:
             raise ArtifactError(f"{self.path} is corrupt ({exc}): re-copy or rebuild the collection") from None
-        return [found[doc_id] for doc_id in wanted if doc_id in found]
+        return documents
 
     def get_by_id_prefix(self, prefix: str, limit: int) -> list[Document]:
         """Up to ``limit`` documents whose ``id`` starts with ``prefix``, in id order (a range scan over the unique
